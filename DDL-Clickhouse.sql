@@ -1,0 +1,108 @@
+-- Warehouse (OLAP) star schema. Re-runnable (IF NOT EXISTS); valid on ClickHouse 18.16, chDB 26.x
+-- and current ClickHouse servers:
+--   clickhouse-client --multiquery < DDL-Clickhouse.sql
+--
+-- Every table is a ReplacingMergeTree versioned by `_version` (the source's change time in
+-- microseconds), so loading a row again replaces it. ReplacingMergeTree only collapses versions
+-- when parts merge, at a time nobody controls: read the `v_*` views (or FINAL / argMax), never the
+-- raw tables, for numbers. `_deleted` = 1 marks a row that left the source; views hide it.
+-- Monthly partitions, not daily: every insert writes one part per partition it touches and merges
+-- never cross partitions, so daily partitions multiply parts on backfills; time-range speed
+-- comes from the sort key, which starts with transaction_date.
+
+CREATE DATABASE IF NOT EXISTS analytics_dw;
+
+CREATE TABLE IF NOT EXISTS analytics_dw.dim_users (
+    user_key   UInt64,
+    user_id    UInt64,
+    name       String,
+    email      String,
+    city       String,
+    updated_at DateTime('UTC'),
+    _version   UInt64,
+    _deleted   UInt8
+) ENGINE = ReplacingMergeTree(_version)
+ORDER BY user_key;
+
+CREATE TABLE IF NOT EXISTS analytics_dw.dim_merchants (
+    merchant_key UInt64,
+    merchant_id  UInt64,
+    name         String,
+    category     String,
+    city         String,
+    updated_at   DateTime('UTC'),
+    _version     UInt64,
+    _deleted     UInt8
+) ENGINE = ReplacingMergeTree(_version)
+ORDER BY merchant_key;
+
+-- One row per source transaction, whatever its status: a sale is a row with status 'SUCCESS'.
+-- A transaction that turns FAILED or REFUNDED after it was loaded keeps its row with the new
+-- status, so it leaves the sales instead of lingering with the old one.
+-- transaction_date (part of the key) is taken as immutable: a source row whose transaction_time
+-- moves to another day is caught by `etl_pipeline.py --reconcile`.
+CREATE TABLE IF NOT EXISTS analytics_dw.fact_sales (
+    transaction_id   String,
+    user_key         UInt64,
+    merchant_key     UInt64,
+    amount           Decimal(18, 2),
+    amount_category  String,
+    status           String,
+    transaction_time DateTime('UTC'),
+    transaction_date Date,
+    updated_at       DateTime('UTC'),
+    _version         UInt64,
+    _deleted         UInt8
+) ENGINE = ReplacingMergeTree(_version)
+PARTITION BY toYYYYMM(transaction_date)
+ORDER BY (transaction_date, transaction_id);
+
+-- Current state, deleted rows hidden: what analysts (and the two query files) read.
+-- FINAL collapses versions at read time, so the answer is right before any merge.
+CREATE VIEW IF NOT EXISTS analytics_dw.v_dim_users AS
+SELECT user_key, user_id, name, email, city, updated_at
+FROM analytics_dw.dim_users FINAL
+WHERE _deleted = 0;
+
+CREATE VIEW IF NOT EXISTS analytics_dw.v_dim_merchants AS
+SELECT merchant_key, merchant_id, name, category, city, updated_at
+FROM analytics_dw.dim_merchants FINAL
+WHERE _deleted = 0;
+
+CREATE VIEW IF NOT EXISTS analytics_dw.v_fact_sales AS
+SELECT transaction_id, user_key, merchant_key, amount, amount_category, status,
+       transaction_time, transaction_date, updated_at
+FROM analytics_dw.fact_sales FINAL
+WHERE _deleted = 0;
+
+-- Rows the pipelines refused, with the reason and the raw row as JSON. Keyed by the record and
+-- its version, so re-reading the same bad row (overlap windows, replays) does not pile up.
+CREATE TABLE IF NOT EXISTS analytics_dw.etl_quarantine (
+    source      String,
+    record_key  String,
+    _version    UInt64,
+    reason      String,
+    raw         String,
+    run_id      String,
+    rejected_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree()
+ORDER BY (source, record_key, _version);
+
+-- One row per pipeline run: the audit trail.
+CREATE TABLE IF NOT EXISTS analytics_dw.etl_runs (
+    run_id        String,
+    pipeline      String,
+    mode          String,
+    started_at    DateTime('UTC'),
+    finished_at   DateTime('UTC'),
+    window_from   String,
+    window_to     String,
+    rows_read     UInt64,
+    rows_loaded   UInt64,
+    rows_rejected UInt64,
+    status        String,
+    error         String,
+    seconds       Float64
+) ENGINE = MergeTree()
+PARTITION BY toYYYYMM(started_at)
+ORDER BY (pipeline, started_at, run_id);

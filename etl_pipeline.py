@@ -1,0 +1,19 @@
+"""Batch ELT entry point: `python etl_pipeline.py [--full-refresh | --reconcile]`.
+
+The logic lives in the `ewallet_etl` package; this file keeps the write-up's flat functions
+as thin aliases so existing callers keep working.
+"""
+
+import sys
+
+from ewallet_etl.pipeline_api import (  # noqa: F401  (re-exported for the write-up's callers)
+    extract_data,
+    get_last_watermark,
+    load_data,
+    transform_data,
+    update_watermark,
+)
+from ewallet_etl.cli import etl_main
+
+if __name__ == "__main__":
+    sys.exit(etl_main())

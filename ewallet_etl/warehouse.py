@@ -1,0 +1,241 @@
+"""The warehouse seam: one small Protocol, two engines.
+
+* `ClickHouseServer` talks to a ClickHouse server over the native protocol (clickhouse-driver).
+  Tested against 18.16 (Debian's package) and meant for current servers too.
+* `ChdbWarehouse` runs ClickHouse in-process (chDB 26.x) on a data folder.
+
+One SQL dialect for both: statements name the warehouse database `analytics_dw` (swapped for the
+configured database by `qualify`) and bind values as ClickHouse parameters `{name:Type}`; chDB
+binds them natively, clickhouse-driver gets them as `%(name)s` and escapes them itself (18.16
+has no server-side parameters). No value is ever formatted into SQL text by this project.
+
+Limits of the chDB engine (documented by chDB, checked here): one data folder per process at a
+time, and no second process on the same folder while one has it open. Inserts go through
+`INSERT ... SELECT FROM Python(arrow_table)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+from clickhouse_driver.errors import NetworkError, SocketTimeoutError
+
+from .config import IDENTIFIER, WarehouseTarget
+from .retry import TransientError
+
+log = logging.getLogger(__name__)
+
+WAREHOUSE_DB_TOKEN = re.compile(r"\banalytics_dw\b")
+PARAM = re.compile(r"\{(\w+):[^}]+\}")
+# Tables the pipeline writes; inserts into anything else are refused.
+WRITABLE_TABLES = frozenset(
+    {"dim_users", "dim_merchants", "fact_sales", "cdc_transactions", "etl_quarantine", "etl_runs"}
+)
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse failed; the message names the engine and never carries a secret."""
+
+
+class WarehouseUnavailable(WarehouseError, TransientError):
+    """The ClickHouse server could not be reached or dropped the connection."""
+
+
+class Warehouse(Protocol):
+    database: str
+    engine: str
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]: ...
+
+    def query_with_names(self, sql: str) -> tuple[list[str], list[tuple]]: ...
+
+    def insert(self, table: str, rows: pa.Table) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def qualify(sql: str, database: str) -> str:
+    """Point a statement written for `analytics_dw` at `database` (a validated identifier)."""
+    if not IDENTIFIER.match(database):
+        raise ValueError(f"invalid database name {database!r}")
+    return WAREHOUSE_DB_TOKEN.sub(database, sql)
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a .sql file on `;` at line ends, dropping `--` comment lines."""
+    lines = [ln for ln in script.splitlines() if not ln.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().rstrip(";").strip()]
+
+
+def apply_sql_file(wh: Warehouse, path: Path) -> None:
+    for statement in split_statements(path.read_text()):
+        wh.execute(statement.rstrip(";"))
+
+
+def _insert_target(table: str, rows: pa.Table) -> tuple[str, str]:
+    """(table, column list) for an INSERT, both checked against the allow-list / identifier rule."""
+    if table not in WRITABLE_TABLES:
+        raise ValueError(f"refusing to insert into unknown table {table!r}")
+    bad = [name for name in rows.column_names if not IDENTIFIER.match(name)]
+    if bad:
+        raise ValueError(f"invalid column names {bad!r}")
+    return table, ", ".join(rows.column_names)
+
+
+class ClickHouseServer:
+    engine = "clickhouse-server"
+
+    def __init__(self, target: WarehouseTarget) -> None:
+        from clickhouse_driver import Client
+
+        self.database = target.database
+        self._where = target.describe()
+        self._client = Client(
+            host=target.host,
+            port=target.port,
+            user=target.user,
+            password=target.password,
+            connect_timeout=5,
+            send_receive_timeout=300,
+            settings={"strings_as_bytes": False},
+        )
+
+    def _run(self, sql: str, params: Any, **kwargs: Any) -> Any:
+        text = qualify(sql, self.database)
+        if isinstance(params, dict):
+            text = PARAM.sub(r"%(\1)s", text)
+        try:
+            return self._client.execute(text, params or None, **kwargs)
+        except (NetworkError, SocketTimeoutError, EOFError, OSError) as exc:
+            raise WarehouseUnavailable(f"ClickHouse at {self._where}: {_first_line(exc)}") from exc
+        except Exception as exc:  # driver errors carry no password; name the target instead
+            raise WarehouseError(f"ClickHouse at {self._where}: {_first_line(exc)}") from exc
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        self._run(sql, params)
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
+        return self._run(sql, params)
+
+    def query_with_names(self, sql: str) -> tuple[list[str], list[tuple]]:
+        rows, types = self._run(sql, None, with_column_types=True)
+        return [name for name, _ in types], rows
+
+    def insert(self, table: str, rows: pa.Table) -> None:
+        if rows.num_rows == 0:
+            return
+        table, names = _insert_target(table, rows)
+        columns = [_driver_column(rows.column(i)) for i in range(rows.num_columns)]
+        self._run(f"INSERT INTO analytics_dw.{table} ({names}) VALUES", columns, columnar=True)
+
+    def close(self) -> None:
+        self._client.disconnect()
+
+
+def _driver_column(column: pa.ChunkedArray) -> list:
+    """Arrow column -> the Python values clickhouse-driver expects (epoch ints for DateTime)."""
+    if pa.types.is_timestamp(column.type):
+        return column.cast(pa.timestamp("s", tz="UTC")).cast(pa.int64()).to_numpy().tolist()
+    return column.to_pylist()
+
+
+_chdb_sessions: dict[str, Any] = {}
+
+
+class ChdbWarehouse:
+    engine = "chdb"
+
+    def __init__(self, target: WarehouseTarget) -> None:
+        self.database = target.database
+        self._path = str(Path(target.path).expanduser().resolve())
+        self._session = _chdb_session(self._path)
+
+    def _run(self, sql: str, params: dict[str, Any] | None, fmt: str = "CSV") -> Any:
+        try:
+            if params:
+                return self._session.query(qualify(sql, self.database), fmt, params=params)
+            return self._session.query(qualify(sql, self.database), fmt)
+        except Exception as exc:
+            raise WarehouseError(f"chDB at {self._path}: {_first_line(exc)}") from exc
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        self._run(sql, params)
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
+        table = self._run(sql, params, fmt="ArrowTable")
+        if table is None or table.num_columns == 0:
+            return []
+        return [tuple(row.values()) for row in table.to_pylist()]
+
+    def query_with_names(self, sql: str) -> tuple[list[str], list[tuple]]:
+        table = self._run(sql, None, fmt="ArrowTable")
+        return list(table.column_names), [tuple(r.values()) for r in table.to_pylist()]
+
+    def insert(self, table: str, rows: pa.Table) -> None:
+        if rows.num_rows == 0:
+            return
+        table, names = _insert_target(table, rows)
+        arrow_rows = rows  # read by name by chDB's Python() table function below
+        sql = qualify(
+            f"INSERT INTO analytics_dw.{table} ({names}) "
+            f"SELECT {names} FROM Python(arrow_rows)",
+            self.database,
+        )
+        try:
+            self._session.query(sql)
+        except Exception as exc:
+            raise WarehouseError(f"chDB at {self._path}: {_first_line(exc)}") from exc
+        del arrow_rows
+
+    def close(self) -> None:
+        """Sessions are shared per process (chDB allows one folder); see `release_chdb`."""
+
+
+def _chdb_session(path: str) -> Any:
+    from chdb import session
+
+    if path not in _chdb_sessions:
+        for other in list(_chdb_sessions):
+            release_chdb(other)
+        Path(path).mkdir(parents=True, exist_ok=True)
+        _chdb_sessions[path] = session.Session(path)
+    return _chdb_sessions[path]
+
+
+def release_chdb(path: str | None = None) -> None:
+    """Close this process's chDB session(s) so another process may open the folder."""
+    for key in [path] if path else list(_chdb_sessions):
+        sess = _chdb_sessions.pop(key, None)
+        if sess is not None:
+            sess.close()
+
+
+def connect(target: WarehouseTarget) -> Warehouse:
+    if target.kind == "chdb":
+        return ChdbWarehouse(target)
+    return ClickHouseServer(target)
+
+
+def ensure_schema(wh: Warehouse, ddl_path: Path) -> None:
+    """Apply the (idempotent) warehouse DDL, so a fresh chDB folder or server just works."""
+    apply_sql_file(wh, ddl_path)
+
+
+def format_table(names: list[str], rows: list[tuple]) -> str:
+    """A plain aligned text table, like clickhouse-client's PrettyCompact without borders."""
+    cells = [names] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(names))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines + [f"({len(rows)} rows)"])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

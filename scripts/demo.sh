@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The main job end to end on the local default stack: a fresh MariaDB source with the seed,
+# a full load into the embedded chDB warehouse, the incremental batch, an incremental load,
+# and both business queries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CLICKHOUSE_URL=${DEMO_CLICKHOUSE_URL:-chdb://.local/chdb}
+PY=.venv/bin/python
+
+scripts/setup.sh
+scripts/stack.sh up mariadb
+scripts/stack.sh reset-source          # the seed: TX1001, TX1003, TX1004 (FAILED), TX1008
+rm -rf .local/chdb
+
+echo "== full load =="
+$PY etl_pipeline.py --full-refresh
+echo "== incremental batch: 3 new transactions =="
+scripts/stack.sh mysql < seed/incremental_batch.sql
+echo "== incremental load =="
+$PY etl_pipeline.py
+echo "== Querying_Total_Transaction_User.sql =="
+$PY -m ewallet_etl.sql -f Querying_Total_Transaction_User.sql
+echo "== Querying_Total_Transaction_Merchant.sql =="
+$PY -m ewallet_etl.sql -f Querying_Total_Transaction_Merchant.sql
