@@ -34,6 +34,8 @@ ensure_packages() {
   command -v mariadb >/dev/null || missing+=(mariadb-client)
   command -v clickhouse-server >/dev/null || missing+=(clickhouse-server)
   command -v clickhouse-client >/dev/null || missing+=(clickhouse-client)
+  # tests/test_compose.py validates docker-compose.yml with Debian's docker-compose (no engine needed)
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]} with apt-get"
   export DEBIAN_FRONTEND=noninteractive
