@@ -106,3 +106,32 @@ CREATE TABLE IF NOT EXISTS analytics_dw.etl_runs (
 ) ENGINE = MergeTree()
 PARTITION BY toYYYYMM(started_at)
 ORDER BY (pipeline, started_at, run_id);
+
+-- CDC (cdc-stream.py): the latest state of each source transaction, from change events.
+-- _version is the event's version (microseconds since the epoch for the JSON files, or a binlog
+-- position): the highest wins whatever the arrival order, and a replayed event is absorbed.
+-- A delete is a row with _deleted = 1 and a higher _version (18.16 has no `is_deleted` engine
+-- argument), so older versions arriving later cannot bring the row back. No partition key:
+-- transaction_time can change between versions, and versions of one key in two partitions are
+-- never merged together.
+CREATE TABLE IF NOT EXISTS analytics_dw.cdc_transactions (
+    transaction_id   String,
+    user_id          UInt64,
+    merchant_id      UInt64,
+    amount           Decimal(18, 2),
+    amount_category  String,
+    status           String,
+    transaction_time DateTime('UTC'),
+    _version         UInt64,
+    _deleted         UInt8
+) ENGINE = ReplacingMergeTree(_version)
+ORDER BY transaction_id;
+
+-- Current transactions, deleted ones hidden. The _deleted filter sits outside the FINAL
+-- subquery: on 18.16 a WHERE next to FINAL may be moved to PREWHERE and run before the
+-- versions collapse, which can resurrect an older version of a deleted row.
+CREATE VIEW IF NOT EXISTS analytics_dw.v_cdc_transactions AS
+SELECT transaction_id, user_id, merchant_id, amount, amount_category, status,
+       transaction_time, _version
+FROM (SELECT * FROM analytics_dw.cdc_transactions FINAL)
+WHERE _deleted = 0;

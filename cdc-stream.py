@@ -1,0 +1,13 @@
+"""CDC replay entry point: `python cdc-stream.py [FILE|-] [--batch-size N] [--optimize]`.
+
+Replays insert/update/delete events (JSON array, JSON Lines or Debezium; default
+cdc_events.json, `-` for stdin) into analytics_dw.cdc_transactions. `--help` lists the flags;
+the logic lives in the `ewallet_etl` package (cdc_cli.py, cdc.py, events.py).
+"""
+
+import sys
+
+from ewallet_etl.cdc_cli import cdc_main
+
+if __name__ == "__main__":
+    sys.exit(cdc_main())

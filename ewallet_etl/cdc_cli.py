@@ -1,0 +1,98 @@
+"""`cdc-stream.py`: flags, logging and exit codes of the CDC replay; the work is in `cdc.py`.
+
+Exit codes (those of `cli.py`): 0 every event applied, 1 failed (a re-run of the same input
+repairs whatever landed), 2 bad usage or configuration (an unreadable input included),
+3 completed with rejects (valid events applied, bad ones in `analytics_dw.etl_quarantine`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import sys
+from typing import Sequence, TextIO
+
+from .cli import EXIT_FAILED, EXIT_OK, EXIT_REJECTS, EXIT_USAGE, setup_logging
+from .config import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INPUT = "cdc_events.json"
+SOURCES = ["file"]  # the live binlog reader will add "binlog"
+
+
+def _batch_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .cdc import DEFAULT_BATCH_SIZE
+
+    parser = argparse.ArgumentParser(
+        prog="cdc-stream.py",
+        description="Replay change events (insert/update/delete of transactions) into "
+        "analytics_dw.cdc_transactions, a ReplacingMergeTree: idempotent and order-proof. "
+        "Formats, detected automatically: a JSON array or JSON Lines of flat events "
+        "(op, transaction_id, columns, _version), or Debezium change events. Bad events are "
+        "quarantined in analytics_dw.etl_quarantine; the valid ones are applied.",
+        epilog="Exit codes: 0 ok, 1 failed (re-run to repair), 2 usage, "
+        "3 completed with rejects. Query the result through analytics_dw.v_cdc_transactions.",
+    )
+    parser.add_argument("input", nargs="?", default=DEFAULT_INPUT, metavar="FILE",
+                        help=f"events file, or - for stdin (default: {DEFAULT_INPUT})")
+    parser.add_argument("--source", choices=SOURCES, default="file",
+                        help="where events come from (default: file)")
+    parser.add_argument("--batch-size", type=_batch_size, default=DEFAULT_BATCH_SIZE,
+                        metavar="N", help="events per reduce + bulk insert "
+                        f"(default: {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--optimize", action="store_true",
+                        help="run OPTIMIZE TABLE ... FINAL afterwards (housekeeping only; "
+                        "reads are right without it)")
+    parser.add_argument("--debug", action="store_true", help="log stack traces on errors")
+    return parser
+
+
+def _open_input(name: str) -> TextIO:
+    """The input as text; bytes that are not UTF-8 survive as surrogates and are refused."""
+    if name == "-":
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8",
+                                errors="surrogateescape", newline="")
+    return open(name, encoding="utf-8", errors="surrogateescape", newline="")
+
+
+def cdc_main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        setup_logging("INFO")
+        log.error("configuration: %s", exc)
+        return EXIT_USAGE
+    setup_logging("DEBUG" if args.debug else settings.log_level)
+    if not args.debug:  # the driver logs each failed connect with a traceback; we log one line
+        logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
+    try:
+        stream = _open_input(args.input)
+    except OSError as exc:
+        log.error("cannot read %s: %s", args.input, exc.strerror or exc)
+        return EXIT_USAGE
+    log.info("cdc replay of %s -> %s", "stdin" if args.input == "-" else args.input,
+             settings.warehouse.describe())
+    from .cdc import run_replay
+
+    try:
+        with stream:
+            report = run_replay(settings, stream, args.input, args.batch_size, args.optimize)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.error("failed: %s", first, exc_info=args.debug)
+        return EXIT_FAILED
+    log.info("%s", report.summary())
+    return EXIT_REJECTS if report.rejected else EXIT_OK
