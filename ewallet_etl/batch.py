@@ -1,8 +1,23 @@
-"""The batch ELT: read the window -> transform -> load -> save the checkpoint -> audit.
+"""The batch ELT: plan the window -> read -> transform -> load -> save the checkpoint -> audit.
 
-Order matters: dimensions before facts (so every fact key resolves), the checkpoint only after
-every row of the window has landed (a crash before it re-reads the window, which the
-idempotent ReplacingMergeTree load absorbs), the audit row last.
+What it guarantees (docs/batch-guarantees.md has the long form):
+
+* Order. Dimensions before facts, so every fact key resolves; the checkpoint only after every
+  row of the window has landed; the audit row last. A crash anywhere before the checkpoint save
+  leaves the checkpoint where it was: the next run reads the window again and the idempotent
+  ReplacingMergeTree load absorbs what had already landed (at-least-once delivery, one current
+  row per key). A crash after the save loses nothing: the window had landed. `--full-refresh`
+  also sweeps hard deletes, which no watermark sees (`reconcile.sweep_deletes`).
+* Retries. A server that is unreachable or drops the connection (`TransientError`) is retried
+  with backoff, `ETL_MAX_RETRIES` times, per step: planning the window, each warehouse insert
+  (re-sending a block is harmless), reading the window (from its start: a dropped stream cannot
+  resume; rows already inserted are absorbed), saving the checkpoint. Every source step opens a
+  fresh PyMySQL connection, which fails at once on a refused port, before connectorx (whose
+  pool waits ~30 s on one) is asked.
+* Test hooks. `fault_point(name)` SIGKILLs the process when `ETL_KILL_AT` equals `name`:
+  after_dimensions, after_first_chunk, after_chunk_<N> (N facts chunks landed), mid_insert (half
+  of the first facts chunk landed), during_insert (the kill fires while the first facts chunk is
+  being inserted), before_checkpoint, after_checkpoint.
 """
 
 from __future__ import annotations
@@ -10,25 +25,32 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
+import pymysql
 
 from . import source_mysql, transform, watermark
 from .config import Settings
 from .retry import with_retries
-from .warehouse import Warehouse, connect, ensure_schema
+from .warehouse import Warehouse, WarehouseError, WarehouseUnavailable, connect, ensure_schema
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 WAREHOUSE_DDL = ROOT / "DDL-Clickhouse.sql"
+KILL_ENV = "ETL_KILL_AT"
+
+DIMENSIONS = (
+    (source_mysql.USERS_SQL, transform.transform_users, "dim_users"),
+    (source_mysql.MERCHANTS_SQL, transform.transform_merchants, "dim_merchants"),
+)
 
 
 @dataclass
@@ -44,6 +66,7 @@ class RunReport:
     sales: int = 0
     rows_rejected: int = 0
     dimension_rows: int = 0
+    rows_deleted: int = 0  # facts tombstoned by a full refresh's hard-delete sweep
     status: str = "running"
     error: str = ""
     seconds: float = 0.0
@@ -54,6 +77,12 @@ class RunReport:
         """Loaded rows that are not sales (FAILED, PENDING, REFUNDED)."""
         return self.rows_loaded - self.sales
 
+    def reset_counts(self) -> None:
+        """Before (re)reading the window: a retried read counts its rows once."""
+        self.rows_read = self.rows_reread = self.rows_loaded = self.sales = 0
+        self.rows_rejected = self.dimension_rows = 0
+        self.reject_reasons = {}
+
     def summary(self) -> str:
         old = self.old_checkpoint.isoformat() if self.old_checkpoint else "none"
         new = self.window.high.isoformat() if self.window else "unchanged"
@@ -62,24 +91,42 @@ class RunReport:
             f"(re-read from overlap={self.rows_reread}) "
             f"loaded={self.rows_loaded} sales={self.sales} filtered={self.filtered} "
             f"rejected={self.rows_rejected} dims={self.dimension_rows} "
-            f"watermark {old} -> {new} in {self.seconds:.2f}s"
+            + (f"deleted={self.rows_deleted} " if self.rows_deleted else "")
+            + f"watermark {old} -> {new} in {self.seconds:.2f}s"
         )
+
+
+def _armed(name: str) -> bool:
+    return os.environ.get(KILL_ENV) == name
+
+
+def _kill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def fault_point(name: str) -> None:
     """Test hook: SIGKILL this process at the named point when ETL_KILL_AT says so."""
-    if os.environ.get("ETL_KILL_AT") == name:
-        log.warning("ETL_KILL_AT=%s: killing myself", name)
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _armed(name):
+        log.warning("%s=%s: killing myself", KILL_ENV, name)
+        _kill()
 
 
 def open_warehouse(settings: Settings) -> Warehouse:
+    target = settings.warehouse
+
     def attempt() -> Warehouse:
-        wh = connect(settings.warehouse)
+        try:
+            wh = connect(target)
+        except WarehouseError:
+            raise
+        except Exception as exc:  # chDB refuses a folder another process has open, vaguely
+            hint = " (is another process using the folder?)" if target.kind == "chdb" else ""
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WarehouseError(f"{target.describe()}: {first}{hint}") from exc
         ensure_schema(wh, WAREHOUSE_DDL)
         return wh
 
-    return with_retries(attempt, f"connect to {settings.warehouse.describe()}", settings.max_retries)
+    return with_retries(attempt, f"connect to {target.describe()}", settings.max_retries)
 
 
 def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
@@ -89,27 +136,21 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
         started_at=datetime.now(timezone.utc),
     )
     clock = time.monotonic()
-    retries = settings.max_retries
-    conn = with_retries(lambda: source_mysql.connect(settings),
-                        f"connect to MySQL at {source_mysql.where(settings)}", retries)
-    wh = open_warehouse(settings)
+    wh = open_warehouse(settings)  # first, so a run that fails on the source is audited too
     try:
-        report.old_checkpoint = watermark.read_checkpoint(conn, settings.pipeline_name)
-        if report.old_checkpoint is None:
-            report.mode = "full"
-        db_now = source_mysql.db_clock(conn)
-        report.window = watermark.next_window(
-            report.old_checkpoint,
-            db_now,
-            source_mysql.oldest_open_transaction(conn),
-            lag=timedelta(seconds=settings.lag_seconds),
-            overlap=timedelta(seconds=settings.overlap_seconds),
-            full_refresh=full_refresh,
-        )
+        db_now = _plan(settings, report, full_refresh)
         log.info("window %s (source now %s)", report.window, db_now.isoformat())
-        _load(settings, wh, report, db_now)
+        with_retries(lambda: _load(settings, wh, report, db_now),
+                     f"read MySQL at {source_mysql.where(settings)}", settings.max_retries)
+        if full_refresh:  # hard deletes are invisible to the watermark: sweep them here
+            from .reconcile import sweep_deletes
+
+            report.rows_deleted = sweep_deletes(settings, wh, db_now)
         fault_point("before_checkpoint")
-        watermark.save_checkpoint(conn, settings.pipeline_name, report.window.high)
+        high = report.window.high
+        with_retries(lambda: _save_checkpoint(settings, high),
+                     f"save the checkpoint in MySQL at {source_mysql.where(settings)}",
+                     settings.max_retries)
         fault_point("after_checkpoint")
         report.status = "completed_with_rejects" if report.rows_rejected else "success"
     except Exception as exc:
@@ -119,36 +160,80 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
     finally:
         report.seconds = time.monotonic() - clock
         _audit(wh, settings, report)
-        conn.close()
         wh.close()
     return report
 
 
+def _plan(settings: Settings, report: RunReport, full_refresh: bool) -> datetime:
+    """Read the checkpoint, the source's clock and its oldest open transaction; set the window."""
+
+    def attempt() -> tuple[datetime | None, datetime, datetime | None]:
+        conn = source_mysql.connect(settings)
+        try:
+            checkpoint = watermark.read_checkpoint(conn, settings.pipeline_name)
+            return (checkpoint, source_mysql.db_clock(conn),
+                    source_mysql.oldest_open_transaction(conn))
+        except pymysql.MySQLError as exc:
+            raise source_mysql.source_error(settings, exc) from exc
+        finally:
+            _close(conn)
+
+    checkpoint, db_now, oldest_trx = with_retries(
+        attempt, f"read the checkpoint from MySQL at {source_mysql.where(settings)}",
+        settings.max_retries)
+    report.old_checkpoint = checkpoint
+    if checkpoint is None:
+        report.mode = "full"
+    report.window = watermark.next_window(
+        checkpoint, db_now, oldest_trx,
+        lag=timedelta(seconds=settings.lag_seconds),
+        overlap=timedelta(seconds=settings.overlap_seconds),
+        full_refresh=full_refresh,
+    )
+    return db_now
+
+
 def _load(settings: Settings, wh: Warehouse, report: RunReport, db_now: datetime) -> None:
+    """Read the whole window and load it; safe to run again from the start after a failure."""
     window = report.window
     assert window is not None
-    dims = (
-        (source_mysql.USERS_SQL, transform.transform_users, "dim_users"),
-        (source_mysql.MERCHANTS_SQL, transform.transform_merchants, "dim_merchants"),
-    )
-    for sql, transform_dim, table in dims:
+    report.reset_counts()
+    _close(source_mysql.connect(settings))  # fails at once if MySQL is gone; connectorx waits
+    for sql, transform_dim, table in DIMENSIONS:
         for chunk in source_mysql.stream(settings, sql, {"low": window.low}):
             _insert(wh, settings, table, transform_dim(chunk))
             report.dimension_rows += chunk.num_rows
     fault_point("after_dimensions")
     params = {"low": window.low, "high": window.high}
-    for n, chunk in enumerate(source_mysql.stream(settings, source_mysql.TRANSACTIONS_SQL, params)):
+    chunks = source_mysql.stream(settings, source_mysql.TRANSACTIONS_SQL, params)
+    for n, chunk in enumerate(chunks, start=1):
         facts, rejects = transform.transform_transactions(chunk, db_now)
-        _insert(wh, settings, "fact_sales", facts)
+        _insert_facts(wh, settings, facts, first=n == 1)
         _quarantine(wh, settings, report, rejects)
-        report.rows_read += chunk.num_rows
-        report.rows_reread += _count_before(chunk, report.old_checkpoint)
-        report.rows_loaded += facts.num_rows
-        report.sales += int(np.count_nonzero(
-            facts.column("status").to_numpy(zero_copy_only=False) == transform.SALE_STATUS))
+        _count(report, chunk, facts)
         log.debug("chunk %d: %d rows", n, chunk.num_rows)
-        if n == 0:
+        if n == 1:
             fault_point("after_first_chunk")
+        fault_point(f"after_chunk_{n}")
+
+
+def _insert_facts(wh: Warehouse, settings: Settings, facts: pa.Table, first: bool) -> None:
+    if first and _armed("mid_insert"):  # test hook: half the chunk lands, then the process dies
+        _insert(wh, settings, "fact_sales", facts.slice(0, facts.num_rows // 2))
+        fault_point("mid_insert")
+    if first and _armed("during_insert"):  # test hook: the kill fires while the insert runs
+        threading.Timer(0.005, _kill).start()
+        _insert(wh, settings, "fact_sales", facts)
+        time.sleep(60)  # if the insert beat the timer, die here: still before the checkpoint
+    _insert(wh, settings, "fact_sales", facts)
+
+
+def _count(report: RunReport, chunk: pa.Table, facts: pa.Table) -> None:
+    report.rows_read += chunk.num_rows
+    report.rows_reread += _count_before(chunk, report.old_checkpoint)
+    report.rows_loaded += facts.num_rows
+    statuses = facts.column("status").to_numpy(zero_copy_only=False)
+    report.sales += int(np.count_nonzero(statuses == transform.SALE_STATUS))
 
 
 def _count_before(chunk: pa.Table, checkpoint: datetime | None) -> int:
@@ -161,7 +246,26 @@ def _count_before(chunk: pa.Table, checkpoint: datetime | None) -> int:
 
 def _insert(wh: Warehouse, settings: Settings, table: str, rows: pa.Table) -> None:
     # Safe to retry: a re-sent block carries the same keys and versions.
-    with_retries(lambda: wh.insert(table, rows), f"insert into {table}", settings.max_retries)
+    try:
+        with_retries(lambda: wh.insert(table, rows), f"insert into {table}", settings.max_retries)
+    except WarehouseUnavailable as exc:
+        # Retried here already: not a reason for the window read around it to start over.
+        raise WarehouseError(str(exc)) from exc
+
+
+def _save_checkpoint(settings: Settings, high: datetime) -> None:
+    conn = source_mysql.connect(settings)  # a fresh one: a long load may outlive any other
+    try:
+        watermark.save_checkpoint(conn, settings.pipeline_name, high)
+    except pymysql.MySQLError as exc:
+        raise source_mysql.source_error(settings, exc) from exc
+    finally:
+        _close(conn)
+
+
+def _close(conn: pymysql.connections.Connection) -> None:
+    if conn.open:
+        conn.close()
 
 
 def _quarantine(wh: Warehouse, settings: Settings, report: RunReport, rejects: pa.Table) -> None:

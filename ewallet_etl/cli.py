@@ -29,6 +29,9 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if level != "DEBUG":
+        # clickhouse-driver logs every failed connect with a stack trace; ours is one line.
+        logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
 
 
 def _settings() -> Settings | None:

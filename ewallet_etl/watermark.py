@@ -12,7 +12,12 @@ Rule (for change column `updated_at`, stamped by the source database):
 * Rows at exactly the checkpoint are read again (closed lower bound) and absorbed by the
   idempotent load: ReplacingMergeTree keeps one row per key, versioned by the change time.
 * The new checkpoint is `high`, saved only after the window's rows have landed; it never
-  moves backwards.
+  moves backwards (the save keeps the greater value; resetting it is a deliberate UPDATE).
+* Rows whose change time is below the checkpoint when they become visible are missed unless
+  the overlap still covers them: the INNODB_TRX cap prevents that for transactions open when
+  the window is planned; the overlap covers the rest (no PROCESS privilege, a statement not yet
+  registered as a transaction, application-stamped times). `--reconcile` detects what slips
+  through both, and hard deletes, which no watermark can see.
 """
 
 from __future__ import annotations
@@ -55,7 +60,8 @@ def next_window(
 
 
 def read_checkpoint(conn: pymysql.connections.Connection, pipeline: str) -> datetime | None:
-    row = fetch_one(conn, "SELECT last_synced_at FROM checkpoint WHERE pipeline_name = %s", (pipeline,))
+    row = fetch_one(conn, "SELECT last_synced_at FROM checkpoint WHERE pipeline_name = %s",
+                    (pipeline,))
     if row is None or row[0] is None or row[0] <= EPOCH.replace(tzinfo=None):
         return None
     return row[0].replace(tzinfo=timezone.utc)
@@ -64,7 +70,9 @@ def read_checkpoint(conn: pymysql.connections.Connection, pipeline: str) -> date
 def save_checkpoint(conn: pymysql.connections.Connection, pipeline: str, value: datetime) -> None:
     with conn.cursor() as cur:
         cur.execute(
+            # GREATEST: a slower run finishing after a newer one never moves it back.
             "INSERT INTO checkpoint (pipeline_name, last_synced_at) VALUES (%s, %s) "
-            "ON DUPLICATE KEY UPDATE last_synced_at = VALUES(last_synced_at)",
+            "ON DUPLICATE KEY UPDATE last_synced_at = "
+            "GREATEST(last_synced_at, VALUES(last_synced_at))",
             (pipeline, value.astimezone(timezone.utc).replace(tzinfo=None)),
         )

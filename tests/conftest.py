@@ -12,6 +12,7 @@ from typing import Iterator
 
 import pytest
 
+from ewallet_etl import source_mysql
 from ewallet_etl.batch import WAREHOUSE_DDL
 from ewallet_etl.config import Settings
 from ewallet_etl.warehouse import ensure_schema, release_chdb
@@ -64,3 +65,16 @@ def wh(settings: Settings):
     warehouse = open_warehouse(settings.warehouse)
     yield warehouse
     warehouse.close()
+
+
+@pytest.fixture(autouse=True)
+def own_transactions_only(monkeypatch, request):
+    """The INNODB_TRX cap counts every open transaction on the server, and this server is shared
+    with other people's tests: in-process runs here count only sessions on this test's source
+    database (the production query plus that filter), so their transactions cannot hold ours."""
+    if "source_db" not in request.fixturenames:
+        return
+    database = request.getfixturevalue("source_db")
+    real = source_mysql.oldest_open_transaction
+    monkeypatch.setattr(source_mysql, "oldest_open_transaction",
+                        lambda conn: real(conn, database=database))

@@ -1,0 +1,293 @@
+"""Money reconciliation: source transactions vs the warehouse's fact_sales, per day, to the cent.
+
+`python etl_pipeline.py --reconcile` (exit 0 equal, 4 different). For every day (the UTC date of
+`transaction_time`, the warehouse's `transaction_date`) both sides compute, in the database:
+
+* the number of transactions, the number of sales (status SUCCESS) and their sum(amount),
+  exact decimals;
+* a fingerprint: the sum, modulo 2**64, of the first 8 bytes of MD5("id|status|amount in
+  cents") over the day's rows (`halfMD5` in ClickHouse, `CONV(LEFT(MD5(..), 16), 16, 10)` in
+  MySQL: the same number). Equal counts and sums can hide a wrong status or two compensating
+  errors; equal fingerprints cannot, short of a 2**-64 accident.
+
+Days whose four numbers agree are equal. Only days that differ are read row by row (one day at
+a time, so memory is bounded by a day's transactions), and their differences are listed by id:
+missing from the warehouse, only in the warehouse (a hard delete in the source, a transaction
+whose day changed, a planted row), or present on both sides with another status or amount.
+
+The warehouse side reads `v_fact_sales` (FINAL, deleted rows hidden), so versions not merged
+yet never count twice.
+
+Quarantined rows. A source row the pipeline refused (amount NULL, unknown status, ...) is absent
+from the warehouse on purpose, or, if an earlier good version was loaded, is there with that
+older value. When etl_quarantine holds the row's id at its current source version, such a
+difference is reported as "quarantined" (counted, listed at INFO) and is not a mismatch: the
+refusal is recorded where it belongs. A quarantined row that has since been fixed in the source
+is compared normally, so it must have been loaded again.
+
+Hard deletes. `sweep_deletes` (run by `--full-refresh`) writes a tombstone (`_deleted = 1`, a
+version above the row's and at least the source's clock) for every fact the comparison finds
+only in the warehouse: a transaction deleted in the source, or the old-day row of one whose
+transaction_time moved to another day. Deleted users and merchants are not swept (facts keep
+resolving to them).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pymysql
+
+from . import source_mysql
+from .batch import open_warehouse
+from .config import Settings
+from .retry import with_retries
+from .transform import UTC_SECONDS, WAREHOUSE_AMOUNT
+from .warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+HASH_MODULUS = 2**64
+SHOW_IDS = 20  # ids listed per kind and day in the log
+
+SOURCE_DAYS_SQL = """
+SELECT DATE(transaction_time) AS day,
+       COUNT(*),
+       COALESCE(SUM(status = 'SUCCESS'), 0),
+       COALESCE(SUM(IF(status = 'SUCCESS', amount, 0)), 0),
+       COALESCE(SUM(CAST(CONV(LEFT(MD5(CONCAT_WS('|', transaction_id, status,
+                                                 CAST(amount * 100 AS SIGNED))), 16), 16, 10)
+                         AS UNSIGNED)), 0)
+FROM transactions
+GROUP BY day
+"""
+
+WAREHOUSE_DAYS_SQL = """
+SELECT transaction_date, count(), countIf(status = 'SUCCESS'), sumIf(amount, status = 'SUCCESS'),
+       sum(halfMD5(concat(transaction_id, '|', status, '|',
+                          toString(toInt64(toDecimal128(amount, 2) * 100)))))
+FROM analytics_dw.v_fact_sales
+GROUP BY transaction_date
+"""
+
+# Half-open day range on the indexed column; NULL times form their own "day".
+SOURCE_DAY_ROWS_SQL = """
+SELECT transaction_id, status, amount, updated_at FROM transactions
+WHERE transaction_time >= %s AND transaction_time < %s
+"""
+SOURCE_NULL_DAY_ROWS_SQL = """
+SELECT transaction_id, status, amount, updated_at FROM transactions
+WHERE transaction_time IS NULL
+"""
+WAREHOUSE_DAY_ROWS_SQL = """
+SELECT transaction_id, status, amount FROM analytics_dw.v_fact_sales
+WHERE transaction_date = {day:Date}
+"""
+QUARANTINED_SQL = """
+SELECT DISTINCT record_key, _version FROM analytics_dw.etl_quarantine
+WHERE source = 'transactions'
+"""
+
+# The current, not deleted versions of one day's facts, with their version (v_fact_sales has
+# none). The _deleted filter sits outside FINAL: on 18.16 a WHERE beside FINAL may run first.
+DAY_FACTS_SQL = """
+SELECT transaction_id, user_key, merchant_key, amount, amount_category, status,
+       transaction_time, transaction_date, updated_at, _version
+FROM (SELECT * FROM analytics_dw.fact_sales FINAL)
+WHERE _deleted = 0 AND transaction_date = {day:Date}
+"""
+FACT_COLUMNS = (
+    ("transaction_id", pa.string()), ("user_key", pa.uint64()), ("merchant_key", pa.uint64()),
+    ("amount", WAREHOUSE_AMOUNT), ("amount_category", pa.string()), ("status", pa.string()),
+    ("transaction_time", UTC_SECONDS), ("transaction_date", pa.date32()),
+    ("updated_at", UTC_SECONDS), ("_version", pa.uint64()),
+)
+
+EPOCH = datetime(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class DayTotals:
+    rows: int
+    sales: int
+    sales_amount: Decimal
+    fingerprint: int
+
+
+@dataclass
+class DayDiff:
+    day: date | None
+    source: DayTotals | None
+    warehouse: DayTotals | None
+    missing: list[str] = field(default_factory=list)  # in the source only
+    extra: list[str] = field(default_factory=list)  # in the warehouse only
+    changed: list[str] = field(default_factory=list)  # other status or amount
+    quarantined: list[str] = field(default_factory=list)  # explained by etl_quarantine
+
+    @property
+    def ok(self) -> bool:
+        # Totals that differ with no row to show for it would be a bug here: never "ok".
+        return not (self.missing or self.extra or self.changed) and bool(self.quarantined)
+
+
+@dataclass
+class Reconciliation:
+    days: int = 0
+    rows: int = 0
+    diffs: list[DayDiff] = field(default_factory=list)
+
+    @property
+    def mismatches(self) -> list[DayDiff]:
+        return [d for d in self.diffs if not d.ok]
+
+    @property
+    def quarantined(self) -> list[str]:
+        return [tx for d in self.diffs for tx in d.quarantined]
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+def reconcile(settings: Settings) -> bool:
+    """Compare source and warehouse; log every differing day; True when they agree."""
+    result = compare(settings)
+    for diff in result.diffs:
+        (log.info if diff.ok else log.warning)("%s", describe(diff))
+    summary = (f"reconcile: {result.days} days, {result.rows} source transactions, "
+               f"{len(result.quarantined)} quarantined (absent on purpose)")
+    if result.ok:
+        log.info("%s: source and warehouse agree", summary)
+    else:
+        days = ", ".join(str(d.day) for d in result.mismatches[:SHOW_IDS])
+        log.error("%s: MISMATCH on %d day(s): %s", summary, len(result.mismatches), days)
+    return result.ok
+
+
+def compare(settings: Settings) -> Reconciliation:
+    conn = with_retries(lambda: source_mysql.connect(settings),
+                        f"connect to MySQL at {source_mysql.where(settings)}", settings.max_retries)
+    wh = open_warehouse(settings)
+    try:
+        return _compare(settings, conn, wh)
+    except pymysql.MySQLError as exc:
+        raise source_mysql.source_error(settings, exc) from exc
+    finally:
+        if conn.open:
+            conn.close()
+        wh.close()
+
+
+def _compare(settings: Settings, conn: Any, wh: Warehouse) -> Reconciliation:
+    source = _days(_fetch(conn, SOURCE_DAYS_SQL))
+    warehouse = _days(wh.query(WAREHOUSE_DAYS_SQL))
+    result = Reconciliation(days=len(source.keys() | warehouse.keys()),
+                            rows=sum(t.rows for t in source.values()))
+    quarantine: set[tuple[str, int]] | None = None
+    for day in sorted(source.keys() | warehouse.keys(), key=lambda d: (d is not None, d)):
+        if source.get(day) == warehouse.get(day):
+            continue
+        if quarantine is None:  # read once, and only if some day differs
+            quarantine = {(key, int(version)) for key, version in wh.query(QUARANTINED_SQL)}
+        diff = DayDiff(day, source.get(day), warehouse.get(day))
+        _drill(conn, wh, diff, quarantine)
+        result.diffs.append(diff)
+    return result
+
+
+def _days(rows: list[tuple]) -> dict[date | None, DayTotals]:
+    return {
+        day: DayTotals(int(n), int(sales), Decimal(str(amount)).quantize(Decimal("0.01")),
+                       int(fingerprint) % HASH_MODULUS)
+        for day, n, sales, amount, fingerprint in rows
+    }
+
+
+def _drill(conn: Any, wh: Warehouse, diff: DayDiff, quarantine: set[tuple[str, int]]) -> None:
+    """List the ids that make one day differ."""
+    if diff.day is None:
+        src_rows = _fetch(conn, SOURCE_NULL_DAY_ROWS_SQL)
+    else:
+        src_rows = _fetch(conn, SOURCE_DAY_ROWS_SQL, (diff.day, diff.day + timedelta(days=1)))
+    src = {tx: (status, _money(amount), _micros(updated))
+           for tx, status, amount, updated in src_rows}
+    dw = {} if diff.day is None else {
+        tx: (status, _money(amount))
+        for tx, status, amount in wh.query(WAREHOUSE_DAY_ROWS_SQL, {"day": diff.day})
+    }
+    for tx in sorted(src.keys() | dw.keys()):
+        mine, theirs = src.get(tx), dw.get(tx)
+        if mine is not None and theirs == mine[:2]:
+            continue
+        if mine is not None and (tx, mine[2]) in quarantine:
+            diff.quarantined.append(tx)
+        elif theirs is None:
+            diff.missing.append(tx)
+        elif mine is None:
+            diff.extra.append(tx)
+        else:
+            diff.changed.append(tx)
+
+
+def describe(diff: DayDiff) -> str:
+    parts = [f"reconcile day {diff.day}: source {_totals(diff.source)}, "
+             f"warehouse {_totals(diff.warehouse)}"]
+    for label, ids in (("missing in warehouse", diff.missing),
+                       ("only in warehouse", diff.extra),
+                       ("different status/amount", diff.changed),
+                       ("quarantined", diff.quarantined)):
+        if ids:
+            more = f" (+{len(ids) - SHOW_IDS} more)" if len(ids) > SHOW_IDS else ""
+            parts.append(f"{label} {len(ids)}: {', '.join(map(repr, ids[:SHOW_IDS]))}{more}")
+    return "; ".join(parts)
+
+
+def _totals(totals: DayTotals | None) -> str:
+    if totals is None:
+        return "none"
+    return f"{totals.rows} rows, {totals.sales} sales = {totals.sales_amount}"
+
+
+def _fetch(conn: Any, sql: str, params: tuple = ()) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return list(cur.fetchall())
+
+
+def _money(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value)).quantize(Decimal("0.01"))
+
+
+def _micros(moment: datetime) -> int:
+    """A source DATETIME(6) (naive UTC) as the pipeline's `_version`: microseconds."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def sweep_deletes(settings: Settings, wh: Warehouse, source_now: datetime) -> int:
+    """Tombstone the facts found only in the warehouse; returns how many (see the docstring)."""
+    floor = _micros(source_now)
+    swept = 0
+    for diff in compare(settings).diffs:
+        if diff.day is None or not diff.extra:
+            continue
+        gone = set(diff.extra)
+        rows = [row for row in wh.query(DAY_FACTS_SQL, {"day": diff.day}) if row[0] in gone]
+        if not rows:
+            continue
+        columns = {name: pa.array(values, kind)
+                   for (name, kind), values in zip(FACT_COLUMNS, zip(*rows))}
+        columns["_version"] = pa.array([max(int(v) + 1, floor) for v in columns["_version"]
+                                        .to_pylist()], pa.uint64())
+        columns["_deleted"] = pa.array([1] * len(rows), pa.uint8())
+        wh.insert("fact_sales", pa.table(columns))
+        log.warning("full refresh: %d fact(s) of %s no longer in the source, marked deleted: %s",
+                    len(rows), diff.day, ", ".join(repr(r[0]) for r in rows[:SHOW_IDS]))
+        swept += len(rows)
+    return swept
