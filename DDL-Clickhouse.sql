@@ -58,21 +58,23 @@ PARTITION BY toYYYYMM(transaction_date)
 ORDER BY (transaction_date, transaction_id);
 
 -- Current state, deleted rows hidden: what analysts (and the two query files) read.
--- FINAL collapses versions at read time, so the answer is right before any merge.
+-- FINAL collapses versions at read time, so the answer is right before any merge. The
+-- `_deleted` filter sits outside the FINAL subquery: on 18.16 a filter next to FINAL can be
+-- evaluated (as PREWHERE) before the versions collapse.
 CREATE VIEW IF NOT EXISTS analytics_dw.v_dim_users AS
 SELECT user_key, user_id, name, email, city, updated_at
-FROM analytics_dw.dim_users FINAL
+FROM (SELECT * FROM analytics_dw.dim_users FINAL)
 WHERE _deleted = 0;
 
 CREATE VIEW IF NOT EXISTS analytics_dw.v_dim_merchants AS
 SELECT merchant_key, merchant_id, name, category, city, updated_at
-FROM analytics_dw.dim_merchants FINAL
+FROM (SELECT * FROM analytics_dw.dim_merchants FINAL)
 WHERE _deleted = 0;
 
 CREATE VIEW IF NOT EXISTS analytics_dw.v_fact_sales AS
 SELECT transaction_id, user_key, merchant_key, amount, amount_category, status,
        transaction_time, transaction_date, updated_at
-FROM analytics_dw.fact_sales FINAL
+FROM (SELECT * FROM analytics_dw.fact_sales FINAL)
 WHERE _deleted = 0;
 
 -- Rows the pipelines refused, with the reason and the raw row as JSON. Keyed by the record and
@@ -135,3 +137,63 @@ SELECT transaction_id, user_id, merchant_id, amount, amount_category, status,
        transaction_time, _version
 FROM (SELECT * FROM analytics_dw.cdc_transactions FINAL)
 WHERE _deleted = 0;
+
+-- Binlog CDC (cdc-stream.py --source binlog; docs/binlog-cdc.md): replicas of the source's
+-- users and merchants, next to cdc_transactions. _version is the binlog position of the change
+-- (ewallet_etl/binlog_state.py), so these tables are fed by the binlog reader only. DATETIME(6)
+-- columns are kept exactly, as microseconds since the epoch (18.16 has no DateTime64); the
+-- views also show them as DateTime. Text columns are Nullable: a NULL in the source (after an
+-- ALTER ... NULL) arrives as NULL, not as ''.
+CREATE TABLE IF NOT EXISTS analytics_dw.cdc_users (
+    user_id       UInt64,
+    name          Nullable(String),
+    email         Nullable(String),
+    city          Nullable(String),
+    created_at_us UInt64,
+    updated_at_us UInt64,
+    _version      UInt64,
+    _deleted      UInt8
+) ENGINE = ReplacingMergeTree(_version)
+ORDER BY user_id;
+
+CREATE TABLE IF NOT EXISTS analytics_dw.cdc_merchants (
+    merchant_id   UInt64,
+    name          Nullable(String),
+    category      Nullable(String),
+    city          Nullable(String),
+    created_at_us UInt64,
+    updated_at_us UInt64,
+    _version      UInt64,
+    _deleted      UInt8
+) ENGINE = ReplacingMergeTree(_version)
+ORDER BY merchant_id;
+
+-- Current rows, deleted ones hidden (the filter outside FINAL, as in v_cdc_transactions).
+CREATE VIEW IF NOT EXISTS analytics_dw.v_cdc_users AS
+SELECT user_id, name, email, city,
+       toDateTime(intDiv(created_at_us, 1000000), 'UTC') AS created_at,
+       toDateTime(intDiv(updated_at_us, 1000000), 'UTC') AS updated_at,
+       created_at_us, updated_at_us, _version
+FROM (SELECT * FROM analytics_dw.cdc_users FINAL)
+WHERE _deleted = 0;
+
+CREATE VIEW IF NOT EXISTS analytics_dw.v_cdc_merchants AS
+SELECT merchant_id, name, category, city,
+       toDateTime(intDiv(created_at_us, 1000000), 'UTC') AS created_at,
+       toDateTime(intDiv(updated_at_us, 1000000), 'UTC') AS updated_at,
+       created_at_us, updated_at_us, _version
+FROM (SELECT * FROM analytics_dw.cdc_merchants FINAL)
+WHERE _deleted = 0;
+
+-- Where each binlog stream stands: the position after the last applied transaction, saved
+-- after its data landed. One row per save; the highest _version (a clock that never goes
+-- back) is the current one: argMax(log_file, _version), argMax(log_pos, _version).
+CREATE TABLE IF NOT EXISTS analytics_dw.cdc_state (
+    stream    String,
+    log_file  String,
+    log_pos   UInt64,
+    server_id UInt32,
+    saved_at  DateTime('UTC'),
+    _version  UInt64
+) ENGINE = ReplacingMergeTree(_version)
+ORDER BY stream;

@@ -19,7 +19,7 @@ from .config import ConfigError, Settings
 log = logging.getLogger(__name__)
 
 DEFAULT_INPUT = "cdc_events.json"
-SOURCES = ["file"]  # the live binlog reader will add "binlog"
+SOURCES = ["file", "binlog"]  # binlog: the live reader (binlog.py, docs/binlog-cdc.md)
 
 
 def _batch_size(text: str) -> int:
@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--optimize", action="store_true",
                         help="run OPTIMIZE TABLE ... FINAL afterwards (housekeeping only; "
                         "reads are right without it)")
+    parser.add_argument("--follow", action="store_true",
+                        help="binlog: keep streaming until SIGTERM (default: apply up to the "
+                        "binlog end position current at start, save it and exit)")
+    parser.add_argument("--resnapshot", action="store_true",
+                        help="binlog: copy the tables again from a new consistent snapshot and "
+                        "stream from its position (needed when the saved position was purged)")
     parser.add_argument("--debug", action="store_true", help="log stack traces on errors")
     return parser
 
@@ -76,8 +82,13 @@ def cdc_main(argv: Sequence[str] | None = None) -> int:
         log.error("configuration: %s", exc)
         return EXIT_USAGE
     setup_logging("DEBUG" if args.debug else settings.log_level)
-    if not args.debug:  # the driver logs each failed connect with a traceback; we log one line
-        logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
+    if args.source == "binlog":
+        from .binlog import binlog_main
+
+        return binlog_main(settings, follow=args.follow, resnapshot=args.resnapshot,
+                           debug=args.debug)
+    if args.follow or args.resnapshot:
+        build_parser().error("--follow and --resnapshot need --source binlog")
     try:
         stream = _open_input(args.input)
     except OSError as exc:

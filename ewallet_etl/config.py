@@ -30,6 +30,11 @@ ENV_DEFAULTS: dict[str, str] = {
     "ETL_OVERLAP_SECONDS": "300",
     "ETL_MAX_RETRIES": "4",
     "LOG_LEVEL": "INFO",
+    # Binlog CDC (cdc-stream.py --source binlog); see docs/binlog-cdc.md.
+    "CDC_STREAM_NAME": "binlog_cdc",
+    "CDC_SERVER_ID": "0",
+    "CDC_BATCH_EVENTS": "10000",
+    "CDC_BATCH_MS": "1000",
 }
 
 
@@ -112,6 +117,12 @@ class Settings:
     overlap_seconds: int
     max_retries: int
     log_level: str
+    # Binlog CDC: the cdc_state key, the replica's server id (0 = derived from the stream name
+    # and source database), and the micro-batch limits (events, milliseconds).
+    cdc_stream_name: str = "binlog_cdc"
+    cdc_server_id: int = 0
+    cdc_batch_events: int = 10000
+    cdc_batch_ms: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -130,6 +141,10 @@ class Settings:
             overlap_seconds=_int(env, "ETL_OVERLAP_SECONDS"),
             max_retries=_int(env, "ETL_MAX_RETRIES"),
             log_level=get("LOG_LEVEL").upper(),
+            cdc_stream_name=get("CDC_STREAM_NAME"),
+            cdc_server_id=_int(env, "CDC_SERVER_ID"),
+            cdc_batch_events=_int(env, "CDC_BATCH_EVENTS", 1),
+            cdc_batch_ms=_int(env, "CDC_BATCH_MS", 1),
         )
 
     def describe(self) -> str:

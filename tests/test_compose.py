@@ -56,7 +56,6 @@ TEST_ONLY = {
 APP_EXTRAS = {"etl_service": {"ETL_INTERVAL_SECONDS"}, "cdc_service": set()}
 # Scripts (and their flags) a service runs that parallel work is still adding: missing -> xfail,
 # present -> checked. Remove the entry once the work has landed, so a regression fails again.
-PENDING_SCRIPTS = {"cdc-stream.py": "`--source binlog --follow` is being written in parallel"}
 SECRETS = ("MYSQL_PASSWORD", "MYSQL_ROOT_PASSWORD", "CLICKHOUSE_PASSWORD")
 ENV_READ = re.compile(r"""(?:environ(?:\.get)?|getenv)\s*[(\[]\s*["']([A-Z][A-Z0-9_]*)["']""")
 
@@ -308,8 +307,6 @@ def _scripts(command: list[str]) -> list[str]:
 def _check_scripts(scripts: list[str]) -> None:
     assert scripts, "the command runs no script from the repository"
     for script in scripts:
-        if not (ROOT / script).is_file() and script in PENDING_SCRIPTS:
-            pytest.xfail(f"{script} is not in the tree yet: {PENDING_SCRIPTS[script]}")
         assert (ROOT / script).is_file(), f"{script} is not in the repository"
         assert in_build_context(script), f"{script} is left out by .dockerignore"
 
@@ -324,9 +321,6 @@ def test_service_command_runs_scripts_in_the_repository(config: dict, service: s
         help_text = subprocess.run([sys.executable, "cdc-stream.py", "--help"], cwd=ROOT,
                                    capture_output=True, text=True, timeout=120).stdout
         missing = [flag for flag in command[2:] if flag not in help_text]
-        if missing and "cdc-stream.py" in PENDING_SCRIPTS:
-            pytest.xfail(f"cdc-stream.py --help lacks {missing} yet: "
-                         f"{PENDING_SCRIPTS['cdc-stream.py']}")
         assert not missing, f"cdc-stream.py --help does not mention {missing}"
 
 

@@ -419,7 +419,7 @@ def test_help_lists_the_flags(capsys):
 
 
 @pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--batch-size", "x"],
-                                  ["--source", "binlog"], ["a", "b"]])
+                                  ["--source", "kafka"], ["--follow"], ["a", "b"]])
 def test_bad_usage_exits_2(argv):
     with pytest.raises(SystemExit) as exit_:
         cdc_main(argv)

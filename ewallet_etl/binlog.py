@@ -1,0 +1,316 @@
+"""Live CDC from the MySQL/MariaDB binlog: preflight -> snapshot (first run) -> stream -> apply.
+
+`cdc-stream.py --source binlog` runs `binlog_main`. The rules, in the order they apply:
+
+* Preflight: binlog settings, privileges and a free replica server id are checked first; each
+  missing prerequisite is one message with its fix, and the exit code is 2.
+* First run (no saved position) or `--resnapshot`: copy users, merchants and transactions from
+  one consistent snapshot, then stream from exactly the binlog position of that snapshot (no
+  gap, no overlap). Snapshot rows carry the snapshot position's version, so any later change
+  wins (binlog_state.version).
+* Stream: parse -> micro-batch -> apply. A batch is applied when it holds `CDC_BATCH_EVENTS`
+  changes or is `CDC_BATCH_MS` old; after it landed, the last transaction boundary it covers is
+  saved in `cdc_state` (never before the data, never in the middle of a transaction). A giant
+  transaction is applied in several batches (memory stays bounded) and its position is saved
+  after its commit event: readers of the replica may briefly see part of it.
+* Bounded by default: stop at the end position the server reported at start. `--follow`
+  streams until SIGTERM/SIGINT, which finishes the batch and saves the position.
+* A saved position that the server no longer has (purged binlog) stops the run with exit 2:
+  only `--resnapshot` continues.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pymysql
+
+from . import binlog_apply, cdc
+from .batch import fault_point, open_warehouse
+from .binlog_decode import fast_decoding
+from .binlog_source import (
+    TABLE_KEYS, binary_logs, consistent_snapshot, control_connection,
+    master_position, open_reader, read_changes, snapshot_events, snapshot_rows,
+)
+from .binlog_state import (
+    Position, derive_server_id, privilege_problems, read_position, save_position,
+    server_id_problems, variable_problems, version,
+)
+from .config import Settings
+from .events import ChangeEvent
+from .retry import TransientError
+from .source_mysql import UNREACHABLE_CODES, SourceUnavailable
+from .warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS = 0, 1, 2, 3
+PREFLIGHT_VARIABLES = ("log_bin", "binlog_format", "binlog_row_image", "binlog_row_metadata",
+                       "server_id")
+
+
+class PreflightError(RuntimeError):
+    """The source is not ready for binlog CDC; `problems` holds one fixable message each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class StreamReport:
+    snapshot_rows: int = 0
+    events: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    start: Position | None = None
+    saved: Position | None = None
+    stop_reason: str = ""
+    max_lag: float = 0.0
+    restarts: int = 0
+    # run id, start time and reject counts for cdc.py's apply and quarantine
+    apply: cdc.CdcReport = field(default_factory=lambda: cdc.CdcReport(
+        run_id=uuid.uuid4().hex[:12], started_at=datetime.now(timezone.utc)))
+
+    def summary(self) -> str:
+        rate = self.events / self.seconds if self.seconds else 0.0
+        return (f"binlog cdc {self.stop_reason}: snapshot_rows={self.snapshot_rows} "
+                f"events={self.events} batches={self.batches} rows/s={rate:.0f} "
+                f"rejected={self.apply.rejected} max_lag={self.max_lag:.1f}s "
+                f"from {self.start} to {self.saved} in {self.seconds:.2f}s "
+                f"restarts={self.restarts}")
+
+
+def server_identity(settings: Settings) -> tuple[int, str]:
+    """(replica server id, name reported in SHOW SLAVE HOSTS) of this stream."""
+    server_id = settings.cdc_server_id or derive_server_id(
+        settings.cdc_stream_name, settings.mysql_database)
+    return server_id, f"{settings.cdc_stream_name}@{settings.mysql_database}"[:60]
+
+
+def preflight(conn: Any, server_id: int, report_host: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT CURRENT_USER()")
+        name, _, host = cur.fetchone()[0].rpartition("@")
+        user = f"'{name}'@'{host}'"
+        cur.execute("SHOW GLOBAL VARIABLES WHERE Variable_name IN %s", (PREFLIGHT_VARIABLES,))
+        variables = dict(cur.fetchall())
+        cur.execute("SHOW GRANTS")
+        grants = [row[0] for row in cur.fetchall()]
+    replicas = registered_replicas(conn, server_id)
+    problems = (variable_problems(variables) + privilege_problems(grants, user)
+                + server_id_problems(server_id, int(variables.get("server_id", 0)), replicas,
+                                     report_host))
+    if problems:
+        raise PreflightError(problems)
+
+
+def registered_replicas(conn: Any, server_id: int) -> list[tuple[int, str]]:
+    """(server id, reported host) of the replicas registered on the source. SHOW SLAVE HOSTS
+    needs REPLICATION MASTER ADMIN on MariaDB >= 10.5; MySQL >= 8.4 only knows SHOW REPLICAS.
+    Without either the id is not checked (a warning): a clash then shows as the server ending
+    one of the two dump connections."""
+    errors = []
+    for statement in ("SHOW SLAVE HOSTS", "SHOW REPLICAS"):
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+                return [(int(row[0]), str(row[1])) for row in cur.fetchall()]
+        except pymysql.MySQLError as exc:
+            errors.append(str(exc.args[-1] if exc.args else exc))
+    log.warning("cannot list replicas (%s); server id %d not checked", errors[0], server_id)
+    return []
+
+
+def check_resumable(saved: Position, logs: dict[str, int], end: Position) -> None:
+    """Refuse a saved position the server cannot serve any more (purged or reset binlog)."""
+    if saved > end:
+        raise PreflightError([f"the saved position {saved} is past the server's end {end}: "
+                              f"the binlog was reset; drop the cdc_* tables and run with "
+                              f"--resnapshot"])
+    if saved.file not in logs or saved.pos > logs[saved.file]:
+        raise PreflightError([f"the saved position {saved} is no longer on the server (binlog "
+                              f"purged? SHOW BINARY LOGS has {', '.join(sorted(logs)) or 'none'}):"
+                              f" run with --resnapshot to copy the tables again"])
+
+
+def take_snapshot(settings: Settings, wh: Warehouse, report: StreamReport) -> Position:
+    with consistent_snapshot(settings) as (position, conn):
+        snap_version = version(position)
+        log.info("snapshot at %s (version %d)", position, snap_version)
+        for table in ("users", "merchants", "transactions"):
+            for rows in snapshot_rows(conn, table, settings.chunk_rows):
+                binlog_apply.apply(wh, snapshot_events(table, rows, snap_version), settings,
+                                   report.apply)
+                report.snapshot_rows += len(rows)
+                fault_point("binlog_snapshot_chunk")
+    for table in TABLE_KEYS:  # rows the source deleted while we were away (re-snapshot)
+        gone = binlog_apply.tombstone_older(wh, table, snap_version, settings, report.apply)
+        if gone:
+            log.info("re-snapshot: %d %s rows no longer in the source, deleted", gone, table)
+    return position
+
+
+class Streamer:
+    """Reads from `start`, applies micro-batches, saves boundaries; one instance per run."""
+
+    def __init__(self, settings: Settings, wh: Warehouse, report: StreamReport,
+                 state_version: int, stop: threading.Event) -> None:
+        self.settings, self.wh, self.report, self.stop = settings, wh, report, stop
+        self.state_version = state_version
+        self.server_id, self.report_host = server_identity(settings)
+        self.pending: list[ChangeEvent] = []
+        self.boundary: Position | None = None
+        self.saved: Position | None = None
+        self.batch_started = time.monotonic()
+        self.last_ts = 0
+
+    def run(self, start: Position, end: Position | None) -> None:
+        self.boundary = self.saved = start
+        heartbeat = max(self.settings.cdc_batch_ms / 1000, 0.1)
+        reader = open_reader(self.settings, self.server_id, start, self.report_host,
+                             follow=end is None, heartbeat=heartbeat)
+        try:
+            with fast_decoding():
+                self._consume(reader, start, end)
+        except pymysql.OperationalError as exc:  # the dump's first connect: worth a restart
+            if exc.args and exc.args[0] in UNREACHABLE_CODES:
+                raise SourceUnavailable(f"binlog stream: {exc.args[-1]}") from exc
+            raise
+        finally:
+            reader.close()
+        self.flush()
+
+    def _consume(self, reader: Any, start: Position, end: Position | None) -> None:
+        limit = self.settings.cdc_batch_events
+        for kind, payload, ts in read_changes(reader, start):
+            if kind == "rows":
+                self.pending.extend(payload)
+                self.last_ts = ts or self.last_ts
+            elif kind == "boundary":
+                self.boundary = payload
+                self.last_ts = ts or self.last_ts
+                if end is not None and payload >= end:
+                    self.report.stop_reason = "reached the end position"
+                    return
+            if self.stop.is_set():
+                self.report.stop_reason = "stopped by signal"
+                return
+            age = (time.monotonic() - self.batch_started) * 1000
+            if len(self.pending) >= limit or age >= self.settings.cdc_batch_ms:
+                self.flush()
+        self.report.stop_reason = self.report.stop_reason or "reached the end of the binlog"
+
+    def flush(self) -> None:
+        """Apply what is pending, then save the last boundary (data first, position second)."""
+        started, count = time.monotonic(), len(self.pending)
+        if self.pending:
+            binlog_apply.apply(self.wh, self.pending, self.settings, self.report.apply)
+            self.pending = []
+            self.report.events += count
+            self.report.batches += 1
+            fault_point("binlog_before_save")
+        if self.boundary is not None and self.boundary != self.saved:
+            self.state_version = save_position(self.wh, self.settings.cdc_stream_name,
+                                               self.boundary, self.server_id, self.state_version)
+            self.saved = self.report.saved = self.boundary
+        if count:
+            lag = max(time.time() - self.last_ts, 0.0) if self.last_ts else 0.0
+            self.report.max_lag = max(self.report.max_lag, lag)
+            seconds = max(time.monotonic() - self.batch_started, 1e-6)
+            log.info("batch: events=%d events/s=%.0f apply=%.3fs lag=%.1fs position=%s",
+                     count, count / seconds, time.monotonic() - started, lag, self.saved)
+        self.batch_started = time.monotonic()
+
+
+def run_binlog(settings: Settings, follow: bool = False, resnapshot: bool = False,
+               stop: threading.Event | None = None,
+               report: StreamReport | None = None) -> StreamReport:
+    """One bounded run (or a --follow run until `stop` is set); raises PreflightError.
+    `report` (optional) is filled in as the run goes, for watchers in other threads."""
+    stop = stop or threading.Event()
+    report, clock = report or StreamReport(), time.monotonic()
+    server_id, report_host = server_identity(settings)
+    conn = control_connection(settings)
+    try:
+        preflight(conn, server_id, report_host)
+        end = master_position(conn)
+        logs = binary_logs(conn)
+    finally:
+        conn.close()
+    wh = open_warehouse(settings)
+    try:
+        saved = read_position(wh, settings.cdc_stream_name)
+        state_version = saved.version if saved else 0
+        if saved is None or resnapshot:
+            start = take_snapshot(settings, wh, report)
+            state_version = save_position(wh, settings.cdc_stream_name, start, server_id,
+                                          state_version)
+        else:
+            check_resumable(saved.position, logs, end)
+            start = saved.position
+        report.start = report.saved = start
+        _stream_with_restarts(settings, wh, report, state_version, stop,
+                              None if follow else end)
+    finally:
+        wh.close()
+    report.seconds = time.monotonic() - clock
+    return report
+
+
+def _stream_with_restarts(settings: Settings, wh: Warehouse, report: StreamReport,
+                          state_version: int, stop: threading.Event, end: Position | None) -> None:
+    """Stream; on a dropped connection restart from the last saved position (with backoff,
+    `ETL_MAX_RETRIES` times in a row without progress)."""
+    failures = 0
+    while True:
+        start = report.saved
+        if end is not None and start >= end:
+            report.stop_reason = report.stop_reason or "already at the end position"
+            return
+        streamer = Streamer(settings, wh, report, state_version, stop)
+        try:
+            streamer.run(start, end)
+            return
+        except TransientError as exc:
+            state_version = streamer.state_version
+            failures = 1 if report.saved != start else failures + 1
+            if failures > settings.max_retries or stop.is_set():
+                raise
+            report.restarts += 1
+            log.warning("binlog stream interrupted (%s); restart %d from %s",
+                        str(exc).splitlines()[0], failures, report.saved)
+            time.sleep(min(0.5 * 2 ** (failures - 1), 8.0))
+
+
+def binlog_main(settings: Settings, follow: bool = False, resnapshot: bool = False,
+                debug: bool = False) -> int:
+    """Entry point for cdc_cli: SIGTERM/SIGINT stop a run cleanly; returns the exit code."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        report = run_binlog(settings, follow=follow, resnapshot=resnapshot, stop=stop)
+    except PreflightError as exc:
+        for problem in exc.problems:
+            log.error("binlog preflight: %s", problem)
+        return EXIT_USAGE
+    except Exception as exc:
+        log.error("failed: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                  exc_info=debug)
+        return EXIT_FAILED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("%s", report.summary())
+    if report.apply.rejected:
+        log.warning("quarantined %d events: %s", report.apply.rejected, report.apply.reject_reasons)
+        return EXIT_REJECTS
+    return EXIT_OK

@@ -1,0 +1,288 @@
+"""Pure rules of the binlog CDC: positions and versions, transaction boundaries, preflight
+checks on fake variable/grant lists, resumability, and rows events -> change events."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from ewallet_etl.binlog_state import (
+    BoundaryTracker, Position, VersionOverflow, derive_server_id, file_sequence,
+    privilege_problems, server_id_problems, variable_problems, version,
+)
+
+GOOD_VARIABLES = {"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "FULL",
+                  "binlog_row_metadata": "FULL", "server_id": "1"}
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("binlog.000001", 1), ("mysql-bin.000042", 42), ("/var/lib/mysql/host-bin.123456", 123456),
+])
+def test_file_sequence(name, expected):
+    assert file_sequence(name) == expected
+
+
+def test_file_sequence_rejects_names_without_a_number():
+    with pytest.raises(ValueError):
+        file_sequence("binlog")
+
+
+@pytest.mark.parametrize("earlier, later", [
+    (("binlog.000001", 500), ("binlog.000001", 501)),
+    (("binlog.000001", 4_000_000_000), ("binlog.000002", 4)),
+    (("binlog.000009", 10), ("binlog.000010", 4)),  # numeric, not text order
+])
+def test_positions_and_versions_follow_the_binlog_order(earlier, later):
+    a, b = Position.of(*earlier), Position.of(*later)
+    assert a < b
+    assert version(a, 65535) < version(b, 0)
+
+
+def test_rows_of_one_event_get_increasing_versions():
+    end = Position.of("binlog.000003", 1234)
+    assert [version(end, i) for i in range(3)] == sorted({version(end, i) for i in range(3)})
+
+
+def test_snapshot_version_is_below_every_later_change():
+    snapshot = Position.of("binlog.000007", 1000)
+    first_event_end = Position.of("binlog.000007", 1001)
+    assert version(snapshot) < version(first_event_end, 0)
+    assert version(Position.of("binlog.065535", 2**32 - 1), 65535) == 2**64 - 1
+
+
+@pytest.mark.parametrize("file, pos, row", [
+    ("binlog.065536", 4, 0), ("binlog.000001", 2**32, 0), ("binlog.000001", 4, 65536),
+])
+def test_versions_out_of_range_raise_instead_of_wrapping(file, pos, row):
+    with pytest.raises(VersionOverflow):
+        version(Position.of(file, pos), row)
+
+
+def test_derived_server_id_is_stable_distinct_and_in_range():
+    a = derive_server_id("binlog_cdc", "ewallet_source")
+    assert a == derive_server_id("binlog_cdc", "ewallet_source")
+    assert a != derive_server_id("binlog_cdc", "other_db")
+    assert 100_000 <= a < 2**31
+
+
+# --- transaction boundaries -------------------------------------------------------------------
+
+def _feed(tracker: BoundaryTracker, events: list[tuple]) -> list[bool]:
+    out = []
+    for kind, arg in events:
+        if kind == "gtid":
+            tracker.gtid(arg)
+            out.append(False)
+        elif kind == "query":
+            out.append(tracker.query(arg))
+        elif kind == "xid":
+            out.append(tracker.xid())
+        else:  # a rows event: never a boundary
+            out.append(False)
+    return out
+
+
+@pytest.mark.parametrize("events, boundaries", [
+    # MariaDB transaction: GTID (flags 0) rows XID
+    ([("gtid", 0), ("rows", None), ("xid", None)], [False, False, True]),
+    # MariaDB DDL: GTID with FL_STANDALONE, then the statement
+    ([("gtid", 1), ("query", "ALTER TABLE x ADD c INT")], [False, True]),
+    # MariaDB non-transactional table: ends with a COMMIT query
+    ([("gtid", 0), ("rows", None), ("query", "COMMIT")], [False, False, True]),
+    # MySQL: GTID, BEGIN, rows, XID
+    ([("gtid", None), ("query", "BEGIN"), ("rows", None), ("xid", None)],
+     [False, False, False, True]),
+    # MySQL DDL (no BEGIN)
+    ([("gtid", None), ("query", "CREATE TABLE t (a INT)")], [False, True]),
+    # a statement-logged query inside a transaction is not a boundary
+    ([("gtid", 0), ("query", "INSERT INTO t VALUES (1)"), ("xid", None)], [False, False, True]),
+])
+def test_boundaries_only_between_transactions(events, boundaries):
+    assert _feed(BoundaryTracker(), events) == boundaries
+
+
+# --- preflight --------------------------------------------------------------------------------
+
+def test_good_settings_have_no_problems():
+    assert variable_problems(GOOD_VARIABLES) == []
+
+
+@pytest.mark.parametrize("change, fix", [
+    ({"binlog_format": "MIXED"}, "SET GLOBAL binlog_format='ROW'"),
+    ({"binlog_format": "STATEMENT"}, "binlog_format=ROW in my.cnf [mysqld]"),
+    ({"binlog_row_image": "MINIMAL"}, "SET GLOBAL binlog_row_image='FULL'"),
+    ({"binlog_row_metadata": "NO_LOG"}, "SET GLOBAL binlog_row_metadata='FULL'"),
+    ({"binlog_row_metadata": "MINIMAL"}, "binlog_row_metadata=FULL in my.cnf"),
+    ({"log_bin": "OFF"}, "log_bin=binlog in my.cnf"),
+])
+def test_each_wrong_setting_gives_one_message_with_its_fix(change, fix):
+    problems = variable_problems({**GOOD_VARIABLES, **change})
+    assert len(problems) == 1 and fix in problems[0]
+
+
+def test_a_server_without_row_metadata_is_told_which_version_it_needs():
+    variables = {k: v for k, v in GOOD_VARIABLES.items() if k != "binlog_row_metadata"}
+    (problem,) = variable_problems(variables)
+    assert "MariaDB >= 10.5" in problem and "MySQL >= 8.0.14" in problem
+
+
+def test_every_problem_is_reported_not_just_the_first():
+    bad = {**GOOD_VARIABLES, "binlog_format": "MIXED", "binlog_row_image": "MINIMAL",
+           "binlog_row_metadata": "NO_LOG"}
+    assert len(variable_problems(bad)) == 3
+
+
+def test_variable_names_and_values_are_case_insensitive():
+    assert variable_problems({k.upper(): v.lower() for k, v in GOOD_VARIABLES.items()}) == []
+
+
+USER = "'cdc'@'%'"
+
+
+@pytest.mark.parametrize("grants, missing", [
+    (["GRANT ALL PRIVILEGES ON *.* TO `cdc`@`%`"], []),
+    (["GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO `cdc`@`%`"], []),
+    (["GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'cdc'@'%'"], []),
+    (["GRANT SELECT, REPLICATION CLIENT ON *.* TO `cdc`@`%`"], ["REPLICATION SLAVE"]),
+    (["GRANT SELECT, REPLICATION SLAVE ON *.* TO `cdc`@`%`"], ["REPLICATION CLIENT"]),
+    (["GRANT USAGE ON *.* TO `cdc`@`%`", "GRANT ALL PRIVILEGES ON `src`.* TO `cdc`@`%`"],
+     ["REPLICATION SLAVE", "REPLICATION CLIENT"]),  # database-level grants do not count
+])
+def test_privileges(grants, missing):
+    problems = privilege_problems(grants, USER)
+    assert len(problems) == len(missing)
+    for name, problem in zip(missing, problems):
+        assert f"GRANT {name} ON *.* TO {USER}" in problem
+
+
+@pytest.mark.parametrize("server_id, source_id, replicas, ok", [
+    (123456, 1, [], True),
+    (1, 1, [], False),                                   # the source's own id
+    (123456, 1, [(123456, "other@db")], False),          # another replica has it
+    (123456, 1, [(123456, "me@db")], True),              # our own dead connection
+    (123456, 1, [(777, "other@db")], True),
+    (0, 1, [], False),
+    (2**32, 1, [], False),
+])
+def test_server_id_must_be_free(server_id, source_id, replicas, ok):
+    problems = server_id_problems(server_id, source_id, replicas, "me@db")
+    assert (problems == []) == ok
+    assert all("CDC_SERVER_ID" in p for p in problems)
+
+
+# --- resumability -----------------------------------------------------------------------------
+
+LOGS = {"binlog.000003": 1000, "binlog.000004": 500}
+
+
+@pytest.mark.parametrize("saved, message", [
+    (("binlog.000003", 400), None),
+    (("binlog.000004", 500), None),
+    (("binlog.000002", 400), "no longer on the server"),   # purged
+    (("binlog.000003", 5000), "no longer on the server"),  # past the file's end
+    (("binlog.000009", 4), "the binlog was reset"),        # ahead of the server
+])
+def test_a_saved_position_must_still_be_on_the_server(saved, message):
+    from ewallet_etl.binlog import PreflightError, check_resumable
+
+    end = Position.of("binlog.000004", 500)
+    if message is None:
+        check_resumable(Position.of(*saved), LOGS, end)
+    else:
+        with pytest.raises(PreflightError, match=message) as refused:
+            check_resumable(Position.of(*saved), LOGS, end)
+        assert "--resnapshot" in str(refused.value)
+
+
+# --- rows events -> change events -------------------------------------------------------------
+
+def _event(cls_name: str, table: str, rows: list[dict]):
+    from types import SimpleNamespace
+
+    from pymysqlreplication import row_event
+
+    event = object.__new__(getattr(row_event, cls_name))
+    event.table = table
+    event.columns = [SimpleNamespace(name=n) for n in rows[0].get("values", rows[0].get(
+        "after_values", {}))]
+    event._RowsEvent__rows = rows
+    return event
+
+
+def test_rows_events_become_versioned_change_events():
+    from ewallet_etl.binlog_source import row_changes
+    from ewallet_etl.events import Op
+
+    end = Position.of("binlog.000002", 900)
+    update = _event("UpdateRowsEvent", "transactions", [
+        {"before_values": {"transaction_id": "A", "amount": Decimal("1.00")},
+         "after_values": {"transaction_id": "A", "amount": Decimal("2.00")}},
+        {"before_values": {"transaction_id": "B", "amount": Decimal("1.00")},  # key change
+         "after_values": {"transaction_id": "C", "amount": Decimal("1.00")}},
+    ])
+    changes = row_changes(update, end)
+    assert [(c.op, c.key, c.version) for c in changes] == [
+        (Op.UPDATE, "A", version(end, 0)),
+        (Op.DELETE, "B", version(end, 1)),
+        (Op.UPDATE, "C", version(end, 1)),
+    ]
+    delete = _event("DeleteRowsEvent", "users", [{"values": {"user_id": 7, "name": None}}])
+    (gone,) = row_changes(delete, end)
+    assert (gone.op, gone.table, gone.key, gone.row["name"]) == (Op.DELETE, "users", "7", None)
+
+
+def test_rows_without_column_names_or_with_a_minimal_image_are_refused():
+    from ewallet_etl.binlog_source import StreamError, row_changes
+
+    end = Position.of("binlog.000002", 900)
+    nameless = _event("WriteRowsEvent", "users", [{"values": {"UNKNOWN_COL0": 1}}])
+    with pytest.raises(StreamError, match="binlog_row_metadata=FULL"):
+        row_changes(nameless, end)
+    minimal = _event("UpdateRowsEvent", "users", [
+        {"before_values": {"user_id": 1, "name": None},
+         "before_none_sources": {"name": "cols bitmap"},
+         "after_values": {"user_id": 1, "name": "x"}, "after_none_sources": {}}])
+    with pytest.raises(StreamError, match="binlog_row_image=FULL"):
+        row_changes(minimal, end)
+
+
+# --- the compiled readers of binlog_decode ----------------------------------------------------
+
+@pytest.mark.parametrize("data, precision, scale, expected", [
+    ("80 00 04 d2 38", 10, 2, "1234.56"),
+    ("7f ff fb 2d c7", 10, 2, "-1234.56"),
+    ("80 00 00 00 00", 10, 2, "0.00"),
+    ("85 f5 e0 ff 63", 10, 2, "99999999.99"),
+    ("80 00 00 01 00 00 00 02", 18, 9, "1.000000002"),
+    ("81", 2, 0, "1"),
+])
+def test_decimal_reader(data, precision, scale, expected):
+    from ewallet_etl.binlog_decode import _decimal_reader
+
+    raw = bytes.fromhex(data)
+    value, end = _decimal_reader(precision, scale)(b"\x00" + raw, 1)
+    assert (str(value), end) == (expected, 1 + len(raw))
+
+
+def _datetime2(y, mo, d, h, mi, s) -> bytes:
+    return ((1 << 39) | (y * 13 + mo) << 22 | d << 17 | h << 12 | mi << 6 | s).to_bytes(5, "big")
+
+
+@pytest.mark.parametrize("fsp, fraction, micro", [
+    (0, b"", 0), (6, (123456).to_bytes(3, "big"), 123456), (3, (1230).to_bytes(2, "big"), 123000),
+    (1, (50).to_bytes(1, "big"), 500000), (6, (999999).to_bytes(3, "big"), 999999),
+])
+def test_datetime2_reader(fsp, fraction, micro):
+    from datetime import datetime
+
+    from ewallet_etl.binlog_decode import _datetime2_reader
+
+    raw = _datetime2(2025, 1, 2, 3, 4, 5) + fraction
+    assert _datetime2_reader(fsp)(raw, 0) == (datetime(2025, 1, 2, 3, 4, 5, micro), len(raw))
+
+
+def test_datetime2_reader_gives_none_for_a_zero_date():
+    from ewallet_etl.binlog_decode import _datetime2_reader
+
+    assert _datetime2_reader(0)(bytes.fromhex("8000000000"), 0) == (None, 5)
