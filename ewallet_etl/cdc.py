@@ -35,6 +35,7 @@ from .batch import fault_point, open_warehouse, quarantine_rows
 from .config import Settings
 from .events import BadEvent, ChangeEvent, Item, Op, Reject
 from .retry import with_retries
+from .audit import RunRecord, record_run
 from .warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -351,22 +352,10 @@ def run_replay(settings: Settings, stream: TextIO, input_name: str,
 
 
 def _audit(wh: Warehouse, report: CdcReport) -> None:
-    row = pa.table({
-        "run_id": [report.run_id],
-        "pipeline": [SOURCE],
-        "mode": ["replay"],
-        "started_at": pa.array([report.started_at], transform.UTC_SECONDS),
-        "finished_at": pa.array([datetime.now(timezone.utc)], transform.UTC_SECONDS),
-        "window_from": [_printable(report.input_name)],
-        "window_to": [""],
-        "rows_read": pa.array([report.events_read], pa.uint64()),
-        "rows_loaded": pa.array([report.rows_applied], pa.uint64()),
-        "rows_rejected": pa.array([report.rejected], pa.uint64()),
-        "status": [report.status],
-        "error": [report.error],
-        "seconds": [report.seconds],
-    })
-    try:
-        wh.insert("etl_runs", row)
-    except Exception as exc:  # the audit must never hide the run's own outcome
-        log.warning("could not write the etl_runs row: %s", str(exc).splitlines()[0])
+    record_run(wh, RunRecord(
+        run_id=report.run_id, pipeline=SOURCE, mode="replay", started_at=report.started_at,
+        window_from=_printable(report.input_name), window_to="",
+        rows_read=report.events_read, rows_loaded=report.rows_applied,
+        rows_rejected=report.rejected, status=report.status, error=report.error,
+        seconds=report.seconds,
+    ))

@@ -17,15 +17,22 @@ time, and no second process on the same folder while one has it open. Inserts go
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
-from clickhouse_driver.errors import NetworkError, SocketTimeoutError
 
-from .config import IDENTIFIER, WarehouseTarget
-from .retry import TransientError
+# clickhouse-driver fills a 146,000-entry date table at import (70 ms, 23 MiB) unless told to
+# fill it on demand; dates are written by ch_native and rarely read back. Set before importing.
+os.environ.setdefault("CLICKHOUSE_DRIVER_LASY_DATE_LUT", "1970-01-01:1970-01-01")
+
+from clickhouse_driver.errors import NetworkError, SocketTimeoutError  # noqa: E402
+
+from .ch_native import ArrowInsertClient, ArrowRows  # noqa: E402
+from .config import IDENTIFIER, WarehouseTarget  # noqa: E402
+from .retry import TransientError  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,7 @@ PARAM = re.compile(r"\{(\w+):[^}]+\}")
 # Tables the pipeline writes; inserts into anything else are refused.
 WRITABLE_TABLES = frozenset(
     {"dim_users", "dim_merchants", "fact_sales", "cdc_transactions", "etl_quarantine", "etl_runs"}
+    | {"cdc_users", "cdc_merchants", "cdc_state"}  # binlog CDC (ewallet_etl/binlog_*.py)
 )
 
 
@@ -92,11 +100,9 @@ class ClickHouseServer:
     engine = "clickhouse-server"
 
     def __init__(self, target: WarehouseTarget) -> None:
-        from clickhouse_driver import Client
-
         self.database = target.database
         self._where = target.describe()
-        self._client = Client(
+        self._client = ArrowInsertClient(
             host=target.host,
             port=target.port,
             user=target.user,
@@ -131,15 +137,18 @@ class ClickHouseServer:
         if rows.num_rows == 0:
             return
         table, names = _insert_target(table, rows)
-        columns = [_driver_column(rows.column(i)) for i in range(rows.num_columns)]
-        self._run(f"INSERT INTO analytics_dw.{table} ({names}) VALUES", columns, columnar=True)
+        # Encoded straight from the Arrow buffers by the server's column types (int64 cents for
+        # Decimal(18, 2), no Python object per value); see ch_native.
+        data = [ArrowRows(rows, _driver_column)]
+        self._run(f"INSERT INTO analytics_dw.{table} ({names}) VALUES", data, columnar=True)
 
     def close(self) -> None:
         self._client.disconnect()
 
 
 def _driver_column(column: pa.ChunkedArray) -> list:
-    """Arrow column -> the Python values clickhouse-driver expects (epoch ints for DateTime)."""
+    """Arrow column -> the driver's generic Python values (epoch ints for DateTime): the
+    fallback for column types `ch_native` has no vectorised encoder for."""
     if pa.types.is_timestamp(column.type):
         return column.cast(pa.timestamp("s", tz="UTC")).cast(pa.int64()).to_numpy().tolist()
     return column.to_pylist()
@@ -154,7 +163,13 @@ class ChdbWarehouse:
     def __init__(self, target: WarehouseTarget) -> None:
         self.database = target.database
         self._path = str(Path(target.path).expanduser().resolve())
-        self._session = _chdb_session(self._path)
+        _chdb_session(self._path)  # open (or share) the folder now, so errors surface here
+
+    @property
+    def _session(self) -> Any:
+        # Looked up on every call: after release_chdb() (another process needed the folder)
+        # the next statement transparently re-opens it.
+        return _chdb_session(self._path)
 
     def _run(self, sql: str, params: dict[str, Any] | None, fmt: str = "CSV") -> Any:
         try:
@@ -182,8 +197,10 @@ class ChdbWarehouse:
             return
         table, names = _insert_target(table, rows)
         arrow_rows = rows  # read by name by chDB's Python() table function below
+        # Arrow columns arrive as Nullable: without insert_null_as_default = 0 a NULL would
+        # silently become 0 or '' in a non-Nullable column; refused instead, like the server.
         sql = qualify(
-            f"INSERT INTO analytics_dw.{table} ({names}) "
+            f"INSERT INTO analytics_dw.{table} ({names}) SETTINGS insert_null_as_default = 0 "
             f"SELECT {names} FROM Python(arrow_rows)",
             self.database,
         )
