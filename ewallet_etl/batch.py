@@ -37,6 +37,7 @@ import pyarrow as pa
 import pymysql
 
 from . import source_mysql, transform, watermark
+from .audit import RunRecord, record_run
 from .config import Settings
 from .retry import with_retries
 from .warehouse import Warehouse, WarehouseError, WarehouseUnavailable, connect, ensure_schema
@@ -295,22 +296,12 @@ def quarantine_rows(rejects: pa.Table, source: str, run_id: str, at: datetime) -
 
 def _audit(wh: Warehouse, settings: Settings, report: RunReport) -> None:
     window = report.window
-    row = pa.table({
-        "run_id": [report.run_id],
-        "pipeline": [settings.pipeline_name],
-        "mode": [report.mode],
-        "started_at": pa.array([report.started_at], transform.UTC_SECONDS),
-        "finished_at": pa.array([datetime.now(timezone.utc)], transform.UTC_SECONDS),
-        "window_from": [window.low.isoformat() if window else ""],
-        "window_to": [window.high.isoformat() if window else ""],
-        "rows_read": pa.array([report.rows_read], pa.uint64()),
-        "rows_loaded": pa.array([report.rows_loaded], pa.uint64()),
-        "rows_rejected": pa.array([report.rows_rejected], pa.uint64()),
-        "status": [report.status],
-        "error": [report.error],
-        "seconds": [report.seconds],
-    })
-    try:
-        wh.insert("etl_runs", row)
-    except Exception as exc:  # the audit must never hide the run's own outcome
-        log.warning("could not write the etl_runs row: %s", str(exc).splitlines()[0])
+    record_run(wh, RunRecord(
+        run_id=report.run_id, pipeline=settings.pipeline_name, mode=report.mode,
+        started_at=report.started_at,
+        window_from=window.low.isoformat() if window else "",
+        window_to=window.high.isoformat() if window else "",
+        rows_read=report.rows_read, rows_loaded=report.rows_loaded,
+        rows_rejected=report.rows_rejected, status=report.status, error=report.error,
+        seconds=report.seconds,
+    ))
