@@ -1,6 +1,6 @@
 """The batch ELT: plan the window -> read -> transform -> load -> save the checkpoint -> audit.
 
-What it guarantees (docs/batch-guarantees.md has the long form):
+What it guarantees (the README, "What the batch load guarantees", has the long form):
 
 * Order. Dimensions before facts, so every fact key resolves; the checkpoint only after every
   row of the window has landed; the audit row last. A crash anywhere before the checkpoint save

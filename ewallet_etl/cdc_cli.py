@@ -19,7 +19,7 @@ from .config import ConfigError, Settings
 log = logging.getLogger(__name__)
 
 DEFAULT_INPUT = "cdc_events.json"
-SOURCES = ["file", "binlog"]  # binlog: the live reader (binlog.py, docs/binlog-cdc.md)
+SOURCES = ["file", "binlog"]  # binlog: the live reader (binlog.py; README "Live CDC from the binlog")
 
 
 def _batch_size(text: str) -> int:

@@ -30,7 +30,7 @@ ENV_DEFAULTS: dict[str, str] = {
     "ETL_OVERLAP_SECONDS": "300",
     "ETL_MAX_RETRIES": "4",
     "LOG_LEVEL": "INFO",
-    # Binlog CDC (cdc-stream.py --source binlog); see docs/binlog-cdc.md.
+    # Binlog CDC (cdc-stream.py --source binlog); see the README, "Live CDC from the binlog".
     "CDC_STREAM_NAME": "binlog_cdc",
     "CDC_SERVER_ID": "0",
     "CDC_BATCH_EVENTS": "10000",
