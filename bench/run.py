@@ -1,0 +1,254 @@
+"""The benchmark, one command: generate the data set in MariaDB, then time every method on it,
+each in its own process, alternating methods, and print / save one table.
+
+    .venv/bin/python bench/run.py [--rows N] [--engines server,chdb] [--repeat 3] [--scale 3]
+
+Groups, in order (all on the same source database):
+  full         the floor (mariadb client), each engine's own INSERT ... SELECT FROM mysql() pull
+               (the reference), our full load, the naive write-up pipeline, dlt (if installed)
+  incremental  after 10,000 updates + 10,000 inserts in the source (new ones each repetition)
+  cdc          cdc-stream.py replaying N_EVENTS JSON Lines events (skipped if it is missing)
+  binlog       cdc-stream.py --source binlog after N_EVENTS row changes (once it exists)
+  scale        our full load once per engine on a source --scale times larger (memory flatness)
+Every method's result is read back and compared with the source (`check`). Nothing is
+asserted about speed. Results: bench/results/latest.json and latest.md (git-ignored).
+Needs the local stack (scripts/stack.sh up) and bench/requirements.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import common  # noqa: F401  (puts the repository on sys.path)
+import cdc_events
+import gen_data
+import methods as m
+import report
+from common import ROOT, ClickHouseServer, clickhouse_client, mysql_conn, source_settings
+from ewallet_etl.config import IDENTIFIER
+
+RESULTS = ROOT / "bench" / "results"
+WORK = Path("/tmp/ewallet-bench")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, default=1_000_000, help="transactions (default 1M)")
+    p.add_argument("--engines", default="server,chdb", help="server,chdb (default both)")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per method (median)")
+    p.add_argument("--scale", type=int, default=3,
+                   help="memory check on a source this many times larger; 0 skips it")
+    p.add_argument("--changes", type=int, default=10_000,
+                   help="updates and as many inserts before each incremental run")
+    p.add_argument("--events", type=int, default=100_000, help="CDC events to replay")
+    p.add_argument("--no-naive", action="store_true", help="skip the naive pipeline")
+    p.add_argument("--no-dlt", action="store_true", help="skip dlt")
+    p.add_argument("--keep-source", action="store_true",
+                   help="reuse bench_source if it already has --rows transactions")
+    p.add_argument("--prefix", default="bench",
+                   help="names of everything it creates: PREFIX_source (MariaDB), PREFIX_dw, "
+                   "_ref, _naive, _cdc (ClickHouse), WORK/PREFIX (chDB folders); default bench")
+    p.add_argument("--work", type=Path, default=WORK, help=f"scratch folder (default {WORK})")
+    p.add_argument("--cleanup", action="store_true",
+                   help="drop the databases and folders it created when done")
+    p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    args = p.parse_args(argv)
+    if not IDENTIFIER.match(args.prefix):
+        p.error("--prefix must be letters, digits and _")
+    args.source_db = f"{args.prefix}_source"
+    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if not set(args.engines) <= {"server", "chdb"}:
+        p.error("--engines takes server and/or chdb")
+    return args
+
+
+def say(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def run_group(group: list[m.Method], repeat: int, warmup: bool = False) -> None:
+    """Alternate: A B C, A B C, ... so drift and noise spread over every method."""
+    for n in range(repeat + (1 if warmup else 0)):
+        for method in group:
+            if method.prep:
+                method.prep()
+            run = m.timed(method.argv, method.env)
+            label = "warm-up" if warmup and n == 0 else f"run {n + (0 if warmup else 1)}"
+            say(f"{method.key:<62} {label}: {run.wall:7.3f} s {run.peak_rss_mib:6.0f} MiB"
+                + ("" if run.returncode == 0 else f"  FAILED rc={run.returncode}"))
+            if run.returncode != 0:
+                say(run.stderr.strip().splitlines()[-1] if run.stderr.strip() else "no stderr")
+            if not (warmup and n == 0):
+                method.runs.append(run)
+
+
+def check(group: list[m.Method], expected: dict) -> None:
+    for method in group:
+        if method.check is None or not method.runs or method.runs[-1].returncode != 0:
+            continue
+        got = method.check()
+        ok = all(got.get(k) == expected.get(k) for k in ("rows", "sum_amount", "sales"))
+        method.checked = {"ok": ok, "got": got, "expected": expected}
+        if not ok:
+            say(f"CHECK MISMATCH {method.key}: {got} != {expected}")
+
+
+def source_ready(db: str, rows: int) -> bool:
+    try:
+        return gen_data.source_totals(db)["rows"] == rows
+    except Exception:  # noqa: BLE001  (no such database yet)
+        return False
+
+
+def generate(db: str, rows: int, keep: bool) -> None:
+    if keep and source_ready(db, rows):
+        say(f"reusing {db} ({rows:,} transactions)")
+        return
+    start = time.perf_counter()
+    gen_data.generate(db, rows)
+    say(f"generated {db}: {rows:,} transactions in {time.perf_counter() - start:.1f} s")
+
+
+def wait_for_quiet_source(timeout: float = 60) -> None:
+    """Call right after changing the source. The pipeline's window ends 1 s before the oldest
+    open writing InnoDB transaction of anyone on this shared server: wait until every such
+    transaction started well after our changes, so the next run sees all of them."""
+    after = time.time() + 2  # the 1 s margin, plus trx_started's whole seconds
+    time.sleep(2)
+    conn = mysql_conn(None)
+    deadline = time.time() + timeout
+    with conn.cursor() as cur:
+        while time.time() < deadline:
+            cur.execute("SELECT COUNT(*) FROM information_schema.INNODB_TRX "
+                        "WHERE trx_started <= FROM_UNIXTIME(%s) "
+                        "AND (trx_rows_modified > 0 OR trx_query IS NOT NULL) "
+                        "AND trx_mysql_thread_id <> CONNECTION_ID()", (after,))
+            if cur.fetchone()[0] == 0:
+                break
+            time.sleep(0.5)
+        else:
+            say("an old transaction is still open on the source: the run may see fewer rows")
+    conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    work = args.work / args.prefix
+    work.mkdir(parents=True, exist_ok=True)
+    settings = source_settings()
+    server = ClickHouseServer.from_env()
+    ctx = m.Ctx(args.prefix, args.source_db, args.rows, server, work, {
+        "MYSQL_HOST": settings.mysql_host, "MYSQL_PORT": str(settings.mysql_port),
+        "MYSQL_USER": settings.mysql_user, "MYSQL_PASSWORD": settings.mysql_password})
+    ch_version = clickhouse_client(server).execute("SELECT version()")[0][0]
+    conn = mysql_conn(None)
+    with conn.cursor() as cur:
+        cur.execute("SELECT VERSION()")
+        mariadb_version = cur.fetchone()[0]
+    conn.close()
+    doc = {"machine": report.machine(ch_version, mariadb_version), "params": vars(args) | {
+        "out": str(args.out), "rss_source": m.RSS_SOURCE}}
+
+    generate(args.source_db, args.rows, args.keep_source)
+    full = [m.floor_method(ctx, args.rows)]
+    if "server" in args.engines:
+        full += m.server_methods(ctx, args.source_db, args.rows, naive=not args.no_naive)
+    if "chdb" in args.engines:
+        full += m.chdb_methods(ctx, args.source_db, args.rows)
+    dlt = None if args.no_dlt else m.dlt_method(ctx, args.rows)
+    if dlt:
+        full.append(dlt)
+    say("full loads")
+    run_group(full, args.repeat, warmup=True)
+    expected = gen_data.source_totals(args.source_db)
+    check(full, expected)
+    doc["source"] = expected
+
+    say("incremental loads")
+    incremental = m.incremental_methods(ctx, args.engines, 2 * args.changes)
+    for n in range(args.repeat):
+        gen_data.mutate(args.source_db, args.changes, args.changes,
+                        first_new=args.rows + 1 + n * args.changes, salt=str(n))
+        wait_for_quiet_source()
+        run_group(incremental, 1)
+    # An open transaction of anyone else on the shared server holds the window's end below it
+    # (the watermark rule): what a run left for later, an untimed catch-up run loads.
+    catch_up = [m.Method(x.name, x.engine, "catch-up", x.argv, x.env) for x in incremental]
+    run_group(catch_up, 0, warmup=True)
+    check(incremental, gen_data.source_totals(args.source_db))
+
+    cdc: list[m.Method] = []
+    if (ROOT / "cdc-stream.py").exists() and args.events:
+        events = work / "cdc_events.jsonl"
+        cdc_expected = cdc_events.write_events(events, args.events)
+        cdc = m.cdc_methods(ctx, args.engines, events, args.events)
+        say(f"CDC replay of {args.events:,} events")
+        run_group(cdc, args.repeat)
+        check(cdc, cdc_expected)
+    else:
+        say("cdc-stream.py not found: CDC replay skipped")
+
+    binlog: list[m.Method] = []
+    if m.binlog_available() and args.events:
+        binlog = m.binlog_methods(ctx, args.engines, args.events)
+        say(f"binlog CDC of {args.events:,} row changes")
+        for n in range(args.repeat + 1):  # run 0: an untimed catch-up that fixes the start
+            if n:
+                gen_data.binlog_changes(args.source_db, args.events,
+                                        first_new=args.rows + 10**8 + n * args.events)
+            run_group(binlog, 0 if n == 0 else 1, warmup=n == 0)
+        check(binlog, gen_data.source_totals(args.source_db))
+    else:
+        say("cdc-stream.py has no --source binlog yet: binlog CDC skipped (hook ready)")
+
+    scale: list[m.Method] = []
+    if args.scale > 1:
+        big_db, big_rows = f"{args.source_db}_x{args.scale}", args.rows * args.scale
+        generate(big_db, big_rows, args.keep_source)
+        run_group([m.floor_method(ctx, big_rows, big_db)], 0, warmup=True)  # warm the pages
+        scale = [x for x in full if x.name == m.FIRST_LOAD]
+        scale = [m.Method(x.name, x.engine, "scale", x.argv, {**x.env, "MYSQL_DATABASE": big_db},
+                          prep=x.prep, check=x.check, rows=big_rows) for x in scale]
+        say(f"memory check at {big_rows:,} rows")
+        run_group(scale, 1)
+        check(scale, gen_data.source_totals(big_db))
+        if not args.keep_source:  # 3x the table would crowd the shared server's buffer pool
+            drop_source(big_db)
+
+    rows = [report.summarise(x) for x in [*full, *incremental, *cdc, *binlog, *scale]]
+    report.add_ratios(rows)
+    doc["results"] = rows
+    doc["targets"] = report.targets(rows)
+    report.write(args.out, args.out.with_suffix(".md"), doc)
+    print(report.table(rows))
+    print()
+    print(report.targets_table(doc["targets"]))
+    say(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    if args.cleanup:
+        cleanup(ctx, [args.source_db, f"{args.source_db}_x{args.scale}"])
+    failed = [r for r in rows if r["failed"] or (r["check"] and not r["check"]["ok"])]
+    return 1 if failed else 0
+
+
+def drop_source(database: str) -> None:
+    conn = mysql_conn(None)
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
+    conn.close()
+
+
+def cleanup(ctx: m.Ctx, source_dbs: list[str]) -> None:
+    client = clickhouse_client(ctx.server)
+    for role in ("dw", "ref", "naive", "cdc", "binlog"):
+        client.execute(f"DROP DATABASE IF EXISTS {ctx.db(role)}")
+    for db in source_dbs:
+        drop_source(db)
+    shutil.rmtree(ctx.work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

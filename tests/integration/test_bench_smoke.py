@@ -1,0 +1,63 @@
+"""The benchmark keeps working: bench/run.py on a few thousand rows, one repetition, under its
+own names. Correctness only (every method ran and loaded what the source holds); speed is
+never asserted. The naive and dlt methods need bench/requirements.txt: they are expected
+exactly when their packages are installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _installed(*modules: str) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def test_bench_runs_every_method_and_each_loads_the_source_exactly(tmp_path: Path):
+    prefix = f"bsmoke_{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "latest.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--rows", "5000", "--repeat", "1",
+           "--scale", "2", "--changes", "300", "--events", "3000", "--prefix", prefix,
+           "--work", str(tmp_path / "work"), "--out", str(out), "--cleanup"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    doc = json.loads(out.read_text())
+    got = {(r["engine"], r["group"], r["method"].split(" (")[0].split(":")[0]): r
+           for r in doc["results"]}
+    expected = {
+        ("source", "full", "floor"),
+        ("clickhouse-server", "full", "reference"), ("chdb", "full", "reference"),
+        ("clickhouse-server", "full", "full load"), ("chdb", "full", "full load"),
+        ("clickhouse-server", "full", "full refresh"), ("chdb", "full", "full refresh"),
+        ("clickhouse-server", "incremental", "incremental"), ("chdb", "incremental", "incremental"),
+        ("clickhouse-server", "cdc", "CDC replay"), ("chdb", "cdc", "CDC replay"),
+        ("clickhouse-server", "scale", "full load"), ("chdb", "scale", "full load"),
+    }
+    if "binlog" in subprocess.run([sys.executable, str(ROOT / "cdc-stream.py"), "--help"],
+                                  cwd=ROOT, capture_output=True, text=True).stdout:
+        expected |= {(engine, "binlog", "binlog CDC") for engine in ("clickhouse-server", "chdb")}
+    if _installed("pandas", "mysql.connector"):
+        expected.add(("clickhouse-server", "full", "naive"))
+    if _installed("dlt", "duckdb"):
+        expected.add(("duckdb", "full", "dlt"))
+    assert set(got) == expected
+    for key, row in got.items():
+        assert row["wall_median"] and row["peak_rss_mib"], key
+        assert all(run["returncode"] == 0 for run in row["runs"]), key
+        if key[0] != "source":  # the floor loads nothing
+            assert row["check"]["ok"], (key, row["check"])
+    assert doc["source"]["rows"] == 5000
+    assert {t["target"] for t in doc["targets"]}
+    assert out.with_suffix(".md").read_text().count("|") > 50
