@@ -47,14 +47,15 @@ def amount_category(amount: Decimal) -> str:
     return TOP_CATEGORY
 
 
+_CATEGORY_LABELS = pa.array([label for _, label in AMOUNT_CATEGORY_BOUNDS] + [TOP_CATEGORY])
+
+
 def amount_categories(amounts: pa.Array | pa.ChunkedArray) -> pa.Array:
-    labels = np.full(len(amounts), TOP_CATEGORY, dtype=object)
-    decided = np.zeros(len(amounts), dtype=bool)
-    for bound, label in AMOUNT_CATEGORY_BOUNDS:
-        below = _mask(pc.less(amounts, pa.scalar(bound, amounts.type))) & ~decided
-        labels[below] = label
-        decided |= below
-    return pa.array(labels, pa.string())
+    # Index of each amount's category = how many bounds it is not below (bounds ascend).
+    index = np.zeros(len(amounts), dtype=np.int8)
+    for bound, _ in AMOUNT_CATEGORY_BOUNDS:
+        index += ~_mask(pc.less(amounts, pa.scalar(bound, amounts.type)))
+    return _CATEGORY_LABELS.take(index)
 
 
 def surrogate_keys(natural_ids: np.ndarray, domain: str) -> np.ndarray:
@@ -113,7 +114,7 @@ def transform_transactions(batch: pa.Table, now: datetime) -> tuple[pa.Table, pa
     """
     reasons = reject_reasons(batch, now)
     rejected = reasons != ""
-    clean = batch.filter(pa.array(~rejected))
+    clean = batch.filter(pa.array(~rejected)) if rejected.any() else batch
     return _facts(clean), _rejects(batch, reasons, rejected, "transaction_id")
 
 
@@ -140,10 +141,10 @@ def reject_reasons(batch: pa.Table, now: datetime) -> np.ndarray:
         (_mask(pc.greater(_naive_us(ttime), _naive_scalar(latest))),
          "transaction_time more than a day in the future"),
     ]
-    reasons = np.full(batch.num_rows, "", dtype=object)
-    for failing, reason in rules:
-        reasons[failing & (reasons == "")] = reason
-    return reasons
+    codes = np.zeros(batch.num_rows, dtype=np.uint8)  # 0 = good, else 1 + the rule's index
+    for code, (failing, _) in enumerate(rules, start=1):
+        codes[failing & (codes == 0)] = code
+    return np.array([""] + [reason for _, reason in rules], dtype=object)[codes]
 
 
 def _facts(clean: pa.Table) -> pa.Table:
