@@ -89,7 +89,7 @@ class RunReport:
         new = self.window.high.isoformat() if self.window else "unchanged"
         return (
             f"run {self.run_id} {self.mode} {self.status}: read={self.rows_read} "
-            f"(re-read from overlap={self.rows_reread}) "
+            f"(new={self.rows_read - self.rows_reread} overlap={self.rows_reread}) "
             f"loaded={self.rows_loaded} sales={self.sales} filtered={self.filtered} "
             f"rejected={self.rows_rejected} dims={self.dimension_rows} "
             + (f"deleted={self.rows_deleted} " if self.rows_deleted else "")
