@@ -130,6 +130,7 @@ clickhouse_up() {
     log "ClickHouse already running on 127.0.0.1:$CH_TCP_PORT"
   else
     clickhouse_config
+    rm -f "$CH_DIR/server.pid"  # stale after a kill: 18.16 refuses to start over it otherwise
     nohup clickhouse-server --config-file="$CH_DIR/config.xml" --pid-file="$CH_DIR/server.pid" \
       >"$CH_DIR/log/stdout.log" 2>&1 &
     wait_for 60 "ClickHouse" ch_client -q 'SELECT 1'
@@ -139,19 +140,28 @@ clickhouse_up() {
   log "applied DDL-Clickhouse.sql"
 }
 
-stop_pid() {  # stop_pid PIDFILE NAME
-  [ -f "$1" ] || return 0
-  local pid; pid=$(cat "$1")
-  if kill "$pid" 2>/dev/null; then
-    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -9 "$pid" 2>/dev/null || true
-    log "stopped $2"
-  fi
+stop_server() {  # stop_server PIDFILE PATTERN NAME: by pid file, then by command line
+  local pids=""
+  [ -f "$1" ] && pids=$(cat "$1")
+  # A pid file can be stale (the server was killed); the command line names our data folder.
+  pids="$pids $(pgrep -f "$2" || true)"
+  local stopped=""
+  for pid in $pids; do
+    if kill "$pid" 2>/dev/null; then stopped=1; fi
+  done
+  for _ in $(seq 1 150); do
+    pgrep -f "$2" >/dev/null || break
+    sleep 0.2
+  done
+  pkill -9 -f "$2" 2>/dev/null || true
+  rm -f "$1"
+  [ -n "$stopped" ] && log "stopped $3"
+  return 0
 }
 
 down() {
-  stop_pid "$MY_DIR/mysqld.pid" MariaDB
-  stop_pid "$CH_DIR/server.pid" ClickHouse
+  stop_server "$MY_DIR/mysqld.pid" "mariadbd .*--datadir=$MY_DIR/data" MariaDB
+  stop_server "$CH_DIR/server.pid" "clickhouse-server --config-file=$CH_DIR/config.xml" ClickHouse
   rm -rf "$STACK_DIR"
   log "removed $STACK_DIR"
 }
