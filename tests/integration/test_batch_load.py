@@ -146,3 +146,22 @@ def test_merchant_query_file_counts_sales_only(settings, wh):
     run_batch(settings, full_refresh=True)  # loading twice never doubles a count
     rows = _query_file(wh, "Querying_Total_Transaction_Merchant.sql")
     assert rows == [("Kopi Kenangan", "Food & Beverage", 2), ("Tokopedia", "E-commerce", 1)]
+
+
+def test_the_write_ups_flat_functions_load_the_seed(settings, wh):
+    """etl_pipeline.py keeps get_last_watermark/extract_data/transform_data/load_data/
+    update_watermark; strung together by hand they load the seed and move the checkpoint."""
+    import etl_pipeline as etl
+
+    assert etl.get_last_watermark(settings) is None
+    window, chunks = etl.extract_data(None, settings)
+    loaded = 0
+    for chunk in chunks:
+        facts, rejects = etl.transform_data(chunk, window.high)
+        assert rejects.num_rows == 0
+        etl.load_data(wh, facts)
+        loaded += facts.num_rows
+    etl.update_watermark(window.high, settings)
+    assert loaded == 4
+    assert [row[0] for row in fact_state(wh)] == sorted(SEED_FACTS)
+    assert etl.get_last_watermark(settings) == window.high

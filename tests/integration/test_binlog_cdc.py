@@ -290,8 +290,9 @@ def test_follow_catches_up_with_a_concurrent_writer_and_stops_on_request(setting
 
 
 @contextmanager
-def replication_user(database: str) -> Iterator[tuple[str, str]]:
-    """A user of its own (so its dump connections can be told apart) with the CDC's grants."""
+def replication_user(database: str, replication: bool = True) -> Iterator[tuple[str, str]]:
+    """A user of its own (so its dump connections can be told apart) with the CDC's grants,
+    or, with replication=False, only SELECT on the database (for the preflight)."""
     user, password = unique("ewt_repl")[:30], "pw_" + unique("x")
     admin = mysql_admin()
     try:
@@ -299,8 +300,9 @@ def replication_user(database: str) -> Iterator[tuple[str, str]]:
             for host in ("localhost", "127.0.0.1"):
                 cur.execute(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY %s", (password,))
                 cur.execute(f"GRANT SELECT ON `{database}`.* TO '{user}'@'{host}'")
-                cur.execute(f"GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO "
-                            f"'{user}'@'{host}'")
+                if replication:
+                    cur.execute(f"GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO "
+                                f"'{user}'@'{host}'")
         yield user, password
     finally:
         with admin.cursor() as cur:
@@ -429,28 +431,19 @@ def test_purged_position_is_refused_until_resnapshot(settings):
 
 def test_preflight_refuses_a_user_without_replication_privileges(source_db, chdb_path):
     target = warehouse_target("clickhouse-server", unique("ewt_dw"), chdb_path)
-    user, password = unique("ewt_norepl")[:30], "pw_" + unique("x")
-    admin = mysql_admin()
     try:
-        with admin.cursor() as cur:
-            for host in ("localhost", "127.0.0.1"):
-                cur.execute(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY %s", (password,))
-                cur.execute(f"GRANT SELECT ON `{source_db}`.* TO '{user}'@'{host}'")
-        restricted = replace(settings_for(source_db, target), mysql_user=user,
-                             mysql_password=password)
-        with pytest.raises(PreflightError) as refused:
-            run_binlog(restricted)
-        problems = refused.value.problems
-        assert len(problems) == 2
-        assert "GRANT REPLICATION SLAVE ON *.* TO" in problems[0]
-        assert "GRANT REPLICATION CLIENT ON *.* TO" in problems[1]
-        code, out = run_stream(restricted)
-        assert code == 2 and "binlog preflight: missing privilege REPLICATION SLAVE" in out
+        with replication_user(source_db, replication=False) as (user, password):
+            restricted = replace(settings_for(source_db, target), mysql_user=user,
+                                 mysql_password=password)
+            with pytest.raises(PreflightError) as refused:
+                run_binlog(restricted)
+            problems = refused.value.problems
+            assert len(problems) == 2
+            assert "GRANT REPLICATION SLAVE ON *.* TO" in problems[0]
+            assert "GRANT REPLICATION CLIENT ON *.* TO" in problems[1]
+            code, out = run_stream(restricted)
+            assert code == 2 and "binlog preflight: missing privilege REPLICATION SLAVE" in out
     finally:
-        with admin.cursor() as cur:
-            for host in ("localhost", "127.0.0.1"):
-                cur.execute(f"DROP USER IF EXISTS '{user}'@'{host}'")
-        admin.close()
         with opened(target) as wh:
             wh.execute("DROP DATABASE IF EXISTS analytics_dw")
 
