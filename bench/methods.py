@@ -7,7 +7,7 @@ the timed command, and an untimed `check` that reads back what it loaded.
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import os
 import re
 import shutil
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from common import (
-    PYTHON, ROOT, ClickHouseServer, clickhouse_client, fact_ddl, mysql_conn, mysql_table_function,
+    BASELINE_PYTHON, PYTHON, ROOT, baseline_has, ClickHouseServer, clickhouse_client, fact_ddl, mysql_conn, mysql_table_function,
     pull_sql,
 )
 
@@ -188,7 +188,7 @@ def server_methods(ctx: Ctx, source_db: str, rows: int, naive: bool) -> list[Met
     if naive:
         methods.append(Method(
             "naive (fetchall -> pandas apply -> tuples)", "clickhouse-server", "full",
-            [PYTHON, str(BENCH / "naive_pipeline.py"), source_db, naive_db],
+            [str(BASELINE_PYTHON), str(BENCH / "naive_pipeline.py"), source_db, naive_db],
             prep=lambda: client.execute(f"DROP DATABASE IF EXISTS {naive_db}"), rows=rows,
             check=lambda: as_totals(client.execute(totals_sql(f"{naive_db}.v_fact_sales"))[0])))
     return methods
@@ -228,21 +228,22 @@ def floor_method(ctx: Ctx, rows: int, source_db: str | None = None) -> Method:
 
 
 def dlt_method(ctx: Ctx, rows: int) -> Method | None:
-    if not all(importlib.util.find_spec(name) for name in ("dlt", "duckdb")):
-        return None  # bench/requirements.txt not installed
+    if not baseline_has("dlt", "duckdb"):
+        return None  # no baselines' venv: scripts/setup.sh --bench
     work = ctx.work / "dlt"
 
-    def check() -> dict:
-        import duckdb
-
-        con = duckdb.connect(str(work / "warehouse.duckdb"), read_only=True)
-        row = con.execute("SELECT count(*), CAST(sum(amount) AS VARCHAR), count(*) FILTER "
-                          "(WHERE status = 'SUCCESS') FROM bench.fact_sales").fetchall()[0]
-        con.close()
-        return as_totals(row)
+    def check() -> dict:  # duckdb lives in the baselines' venv: ask it there
+        code = ("import duckdb, json, sys; con = duckdb.connect(sys.argv[1], read_only=True); "
+                "print(json.dumps(con.execute(sys.argv[2]).fetchall()[0]))")
+        sql = ("SELECT count(*), CAST(sum(amount) AS VARCHAR), count(*) FILTER "
+               "(WHERE status = 'SUCCESS') FROM bench.fact_sales")
+        out = subprocess.run([str(BASELINE_PYTHON), "-c", code, str(work / "warehouse.duckdb"),
+                              sql], check=True, capture_output=True, text=True).stdout
+        return as_totals(json.loads(out))
 
     return Method("dlt (sql_table, pyarrow backend -> duckdb)", "duckdb", "full",
-                  [PYTHON, str(BENCH / "dlt_pipeline.py"), ctx.source_db, str(work)],
+                  [str(BASELINE_PYTHON), str(BENCH / "dlt_pipeline.py"), ctx.source_db,
+                   str(work)],
                   {"RUNTIME__DLTHUB_TELEMETRY": "false"},
                   prep=lambda: shutil.rmtree(work, ignore_errors=True), rows=rows, check=check)
 

@@ -28,7 +28,9 @@ import cdc_events
 import gen_data
 import methods as m
 import report
-from common import ROOT, ClickHouseServer, clickhouse_client, mysql_conn, source_settings
+from common import (
+    ROOT, ClickHouseServer, baseline_has, clickhouse_client, mysql_conn, source_settings,
+)
 from ewallet_etl.config import IDENTIFIER
 
 RESULTS = ROOT / "bench" / "results"
@@ -156,7 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     generate(args.source_db, args.rows, args.keep_source)
     full = [m.floor_method(ctx, args.rows)]
     if "server" in args.engines:
-        full += m.server_methods(ctx, args.source_db, args.rows, naive=not args.no_naive)
+        naive = not args.no_naive and baseline_has("pandas", "mysql.connector", "clickhouse_driver")
+        if not args.no_naive and not naive:
+            say("no baselines' venv (.venv-bench): skipping the naive pipeline and dlt; "
+                "scripts/setup.sh --bench installs it")
+        full += m.server_methods(ctx, args.source_db, args.rows, naive=naive)
     if "chdb" in args.engines:
         full += m.chdb_methods(ctx, args.source_db, args.rows)
     dlt = None if args.no_dlt else m.dlt_method(ctx, args.rows)

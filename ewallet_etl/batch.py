@@ -31,15 +31,18 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pymysql
 
 from . import source_mysql, transform, watermark
 from .audit import RunRecord, record_run
 from .config import Settings
 from .retry import with_retries
+from .source_ids import with_found_flags
 from .warehouse import Warehouse, WarehouseError, WarehouseUnavailable, connect, ensure_schema
 
 log = logging.getLogger(__name__)
@@ -142,7 +145,8 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
         db_now = _plan(settings, report, full_refresh)
         log.info("window %s (source now %s)", report.window, db_now.isoformat())
         with_retries(lambda: _load(settings, wh, report, db_now),
-                     f"read MySQL at {source_mysql.where(settings)}", settings.max_retries)
+                     f"load the window from MySQL at {source_mysql.where(settings)}",
+                     settings.max_retries)
         if full_refresh:  # hard deletes are invisible to the watermark: sweep them here
             from .reconcile import sweep_deletes
 
@@ -195,46 +199,58 @@ def _plan(settings: Settings, report: RunReport, full_refresh: bool) -> datetime
 
 
 def _load(settings: Settings, wh: Warehouse, report: RunReport, db_now: datetime) -> None:
-    """Read the whole window and load it; safe to run again from the start after a failure."""
+    """Read the whole window and load it; safe to run again from the start after a failure.
+
+    The facts stream through one `insert_stream`: chunks are read and transformed as the
+    warehouse asks for them, so memory holds a chunk or two, never the window."""
     window = report.window
     assert window is not None
     report.reset_counts()
-    _close(source_mysql.connect(settings))  # fails at once if MySQL is gone; connectorx waits
-    for sql, transform_dim, table in DIMENSIONS:
-        for chunk in source_mysql.stream(settings, sql, {"low": window.low}):
-            _insert(wh, settings, table, transform_dim(chunk))
-            report.dimension_rows += chunk.num_rows
-    fault_point("after_dimensions")
+    conn = source_mysql.connect(settings)  # fails at once if MySQL is gone; connectorx waits
+    try:
+        for sql, transform_dim, table in DIMENSIONS:
+            for chunk in source_mysql.stream(settings, sql, {"low": window.low}):
+                _insert(wh, settings, table, transform_dim(chunk))
+                report.dimension_rows += chunk.num_rows
+        fault_point("after_dimensions")
+        wh.insert_stream("fact_sales", _fact_chunks(settings, conn, wh, report, db_now))
+    except pymysql.MySQLError as exc:
+        raise source_mysql.source_error(settings, exc) from exc
+    finally:
+        _close(conn)
+
+
+def _fact_chunks(settings: Settings, conn: pymysql.connections.Connection, wh: Warehouse,
+                 report: RunReport, db_now: datetime) -> Iterator[pa.Table]:
+    """The window's fact rows, chunk by chunk; rejects go to etl_quarantine on the way."""
+    window = report.window
     params = {"low": window.low, "high": window.high}
     chunks = source_mysql.stream(settings, source_mysql.TRANSACTIONS_SQL, params)
-    for n, chunk in enumerate(chunks, start=1):
+    for n, chunk in enumerate(with_found_flags(chunks, conn), start=1):
         facts, rejects = transform.transform_transactions(chunk, db_now)
-        _insert_facts(wh, settings, facts, first=n == 1)
-        _quarantine(wh, settings, report, rejects)
+        if rejects.num_rows:
+            _insert(wh, settings, "etl_quarantine", _quarantine(report, rejects))
         _count(report, chunk, facts)
         log.debug("chunk %d: %d rows", n, chunk.num_rows)
+        if n == 1 and _armed("mid_insert"):  # test hook: half a chunk lands, then the crash
+            _insert(wh, settings, "fact_sales", facts.slice(0, facts.num_rows // 2))
+            fault_point("mid_insert")
+        if n == 1 and _armed("during_insert"):  # test hook: the kill fires while it is sent
+            threading.Timer(0.005, _kill).start()
+            yield facts
+            time.sleep(60)  # if the insert beat the timer, die here: still before the checkpoint
+        else:
+            yield facts
         if n == 1:
             fault_point("after_first_chunk")
         fault_point(f"after_chunk_{n}")
-
-
-def _insert_facts(wh: Warehouse, settings: Settings, facts: pa.Table, first: bool) -> None:
-    if first and _armed("mid_insert"):  # test hook: half the chunk lands, then the process dies
-        _insert(wh, settings, "fact_sales", facts.slice(0, facts.num_rows // 2))
-        fault_point("mid_insert")
-    if first and _armed("during_insert"):  # test hook: the kill fires while the insert runs
-        threading.Timer(0.005, _kill).start()
-        _insert(wh, settings, "fact_sales", facts)
-        time.sleep(60)  # if the insert beat the timer, die here: still before the checkpoint
-    _insert(wh, settings, "fact_sales", facts)
 
 
 def _count(report: RunReport, chunk: pa.Table, facts: pa.Table) -> None:
     report.rows_read += chunk.num_rows
     report.rows_reread += _count_before(chunk, report.old_checkpoint)
     report.rows_loaded += facts.num_rows
-    statuses = facts.column("status").to_numpy(zero_copy_only=False)
-    report.sales += int(np.count_nonzero(statuses == transform.SALE_STATUS))
+    report.sales += pc.sum(pc.equal(facts.column("status"), transform.SALE_STATUS)).as_py() or 0
 
 
 def _count_before(chunk: pa.Table, checkpoint: datetime | None) -> int:
@@ -269,15 +285,13 @@ def _close(conn: pymysql.connections.Connection) -> None:
         conn.close()
 
 
-def _quarantine(wh: Warehouse, settings: Settings, report: RunReport, rejects: pa.Table) -> None:
-    if rejects.num_rows == 0:
-        return
+def _quarantine(report: RunReport, rejects: pa.Table) -> pa.Table:
+    """Count the rejects in the report; return them as etl_quarantine rows."""
     for reason in rejects.column("reason").to_pylist():
         report.reject_reasons[reason] = report.reject_reasons.get(reason, 0) + 1
     report.rows_rejected += rejects.num_rows
     log.warning("quarantined %d rows: %s", rejects.num_rows, report.reject_reasons)
-    rows = quarantine_rows(rejects, "transactions", report.run_id, report.started_at)
-    _insert(wh, settings, "etl_quarantine", rows)
+    return quarantine_rows(rejects, "transactions", report.run_id, report.started_at)
 
 
 def quarantine_rows(rejects: pa.Table, source: str, run_id: str, at: datetime) -> pa.Table:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -52,23 +52,27 @@ FIXED = {
 
 
 class ArrowRows:
-    """The data of one INSERT for `ArrowInsertClient`: an Arrow table, plus how to turn one of
-    its columns into the driver's generic Python values should a type have no encoder."""
+    """The data of one INSERT for `ArrowInsertClient`: Arrow tables with the same columns (one,
+    or an iterator of them, streamed as they come), plus how to turn one column into the
+    driver's generic Python values should a type have no encoder."""
 
-    __slots__ = ("table", "fallback")
+    __slots__ = ("tables", "fallback")
 
-    def __init__(self, table: pa.Table, fallback: Callable[[pa.ChunkedArray], list]) -> None:
-        self.table = table
+    def __init__(self, tables: pa.Table | Iterable[pa.Table],
+                 fallback: Callable[[pa.ChunkedArray], list]) -> None:
+        self.tables = [tables] if isinstance(tables, pa.Table) else tables
         self.fallback = fallback
 
 
 class ArrowInsertClient(Client):
-    """clickhouse-driver's Client, sending `[ArrowRows(table)]` as pre-encoded Native blocks.
+    """clickhouse-driver's Client, sending `[ArrowRows(tables)]` as pre-encoded Native blocks.
 
-    `execute("INSERT INTO t (a, b) VALUES", [ArrowRows(table)])` runs the driver's own insert
+    `execute("INSERT INTO t (a, b) VALUES", [ArrowRows(tables)])` runs the driver's own insert
     protocol (query, the server's sample block with the column types, data blocks, an empty
     block, end of stream); only the encoding of the data blocks is replaced, by the server's
-    declared type of each column. Any other data goes to the driver unchanged. Written against
+    declared type of each column. Tables are taken from the iterator one at a time, so a whole
+    window can stream through one INSERT in bounded memory while the server already works on
+    the blocks before. Any other data goes to the driver unchanged. Written against
     clickhouse-driver 0.2.11's protocol helpers (pinned in requirements.txt).
     """
 
@@ -80,20 +84,26 @@ class ArrowInsertClient(Client):
         rows: ArrowRows = data[0]
         columns = sample_block.columns_with_types
         block_rows = max(1, int(self.connection.context.client_settings["insert_block_size"]))
-        slices = [rows.table.slice(at, block_rows)
-                  for at in range(0, rows.table.num_rows, block_rows)] or [rows.table]
-        try:
-            first = _encode_block(slices[0], columns)
-        except UnsupportedType as exc:
-            log.debug("no vectorised encoder (%s): using the driver's generic columns", exc)
-            generic = [rows.fallback(rows.table.column(name)) for name, _ in columns]
-            return super().send_data(sample_block, generic, types_check=types_check,
-                                     columnar=True)
-        for n, part in enumerate(slices):
-            self._send_block(part.num_rows, first if n == 0 else _encode_block(part, columns))
+        generic = False
+        sent = 0
+        for table in rows.tables:
+            for at in range(0, table.num_rows, block_rows):
+                part = table.slice(at, block_rows)
+                if not generic:
+                    try:
+                        self._send_block(part.num_rows, _encode_block(part, columns))
+                        continue
+                    except UnsupportedType as exc:
+                        log.debug("no vectorised encoder (%s): the driver's generic columns", exc)
+                        generic = True
+                values = [rows.fallback(part.column(name)) for name, _ in columns]
+                self.connection.send_data(ColumnOrientedBlock(
+                    columns_with_types=columns, data=values, types_check=types_check))
+                self.receive_profile_events()
+            sent += table.num_rows
         self.connection.send_data(ColumnOrientedBlock())  # an empty block ends the data
         self.receive_profile_events()
-        return rows.table.num_rows
+        return sent
 
     def _send_block(self, n_rows: int, encoded: list[tuple[str, str, bytes]]) -> None:
         """One Data packet, laid out as clickhouse-driver's own BlockOutputStream.write does."""

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from . import source_mysql, transform, watermark
 from .config import Settings
+from .source_ids import with_found_flags
 from .warehouse import Warehouse
 
 
@@ -46,8 +47,17 @@ def extract_data(
         )
     finally:
         conn.close()
+    return window, _transactions(settings, window)
+
+
+def _transactions(settings: Settings, window: watermark.Window) -> Iterator[pa.Table]:
     params = {"low": window.low, "high": window.high}
-    return window, source_mysql.stream(settings, source_mysql.TRANSACTIONS_SQL, params)
+    conn = source_mysql.connect(settings)  # asks whether each chunk's users/merchants exist
+    try:
+        chunks = source_mysql.stream(settings, source_mysql.TRANSACTIONS_SQL, params)
+        yield from with_found_flags(chunks, conn)
+    finally:
+        conn.close()
 
 
 def transform_data(batch: pa.Table, now: datetime) -> tuple[pa.Table, pa.Table]:

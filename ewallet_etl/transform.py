@@ -29,6 +29,7 @@ TOP_CATEGORY = "High"
 
 WAREHOUSE_AMOUNT = pa.decimal128(18, 2)
 MAX_AMOUNT = Decimal("9999999999999999.99")  # the largest Decimal(18, 2)
+MAX_CENTS = 999_999_999_999_999_999
 EARLIEST_TRANSACTION = datetime(2000, 1, 1, tzinfo=timezone.utc)
 FUTURE_TOLERANCE = timedelta(days=1)  # clock skew we accept on transaction_time
 
@@ -47,7 +48,9 @@ def amount_category(amount: Decimal) -> str:
     return TOP_CATEGORY
 
 
-_CATEGORY_LABELS = pa.array([label for _, label in AMOUNT_CATEGORY_BOUNDS] + [TOP_CATEGORY])
+_CATEGORY_LABELS = pa.array(np.array([label for _, label in AMOUNT_CATEGORY_BOUNDS]
+                                     + [TOP_CATEGORY]))  # from NumPy: keeps pandas unimported
+_CATEGORY_BOUNDS_CENTS = np.array([int(bound * 100) for bound, _ in AMOUNT_CATEGORY_BOUNDS])
 
 
 def amount_categories(amounts: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -112,44 +115,109 @@ def transform_transactions(batch: pa.Table, now: datetime) -> tuple[pa.Table, pa
     Every status is kept (a sale is status SUCCESS), so a transaction that later turns FAILED
     or REFUNDED replaces its earlier SUCCESS row instead of lingering in the sales.
     """
-    reasons = reject_reasons(batch, now)
-    rejected = reasons != ""
-    clean = batch.filter(pa.array(~rejected)) if rejected.any() else batch
-    return _facts(clean), _rejects(batch, reasons, rejected, "transaction_id")
+    unscaled = _unscaled_int64(batch.column("amount"))
+    codes = reject_codes(batch, now, unscaled)
+    rejected = codes != 0
+    cents = None if unscaled is None else _to_cents(unscaled, batch.column("amount").type.scale)
+    if rejected.any():
+        clean = batch.filter(pa.array(~rejected))
+        cents = None if cents is None else cents[~rejected]
+    else:
+        clean = batch
+    return _facts(clean, cents), _rejects(batch, codes, rejected, "transaction_id")
+
+
+# Why a transaction row is rejected; a row's code is 1 + the index of the first rule it fails.
+TRANSACTION_RULES = (
+    "transaction_id is empty",
+    "amount is NULL",
+    "amount is negative",
+    "amount exceeds Decimal(18, 2)",
+    "amount has more than 2 decimals",
+    "unknown status",
+    "user_id has no row in users",
+    "merchant_id has no row in merchants",
+    "transaction_time is NULL",
+    "transaction_time before 2000-01-01",
+    "transaction_time more than a day in the future",
+)
 
 
 def reject_reasons(batch: pa.Table, now: datetime) -> np.ndarray:
     """One reason per row ('' when the row is good); the first failing rule wins."""
+    return np.array(("",) + TRANSACTION_RULES, dtype=object)[reject_codes(batch, now)]
+
+
+def reject_codes(batch: pa.Table, now: datetime,
+                 unscaled: np.ndarray | None = None) -> np.ndarray:
+    """One uint8 per row: 0 when the row is good, else 1 + the index of its first failed rule.
+    `unscaled`: the amounts' `_unscaled_int64`, when the caller has it already."""
     amount = batch.column("amount")
-    status = batch.column("status")
-    ttime = batch.column("transaction_time")
-    latest = now + FUTURE_TOLERANCE
-    rules = [
-        (_null_or_empty(batch.column("transaction_id")), "transaction_id is empty"),
-        (_mask(amount.is_null()), "amount is NULL"),
-        (_mask(pc.less(amount, pa.scalar(Decimal(0), amount.type))), "amount is negative"),
-        (_mask(pc.greater(amount, pa.scalar(MAX_AMOUNT, amount.type))),
-         "amount exceeds Decimal(18, 2)"),
-        (_mask(pc.not_equal(amount, pc.round(amount, 2))), "amount has more than 2 decimals"),
-        (~_mask(pc.is_in(status, pa.array(KNOWN_STATUSES))), "unknown status"),
-        (~_mask(pc.equal(batch.column("user_found"), 1)), "user_id has no row in users"),
-        (~_mask(pc.equal(batch.column("merchant_found"), 1)),
-         "merchant_id has no row in merchants"),
-        (_mask(ttime.is_null()), "transaction_time is NULL"),
-        (_mask(pc.less(_naive_us(ttime), _naive_scalar(EARLIEST_TRANSACTION))),
-         "transaction_time before 2000-01-01"),
-        (_mask(pc.greater(_naive_us(ttime), _naive_scalar(latest))),
-         "transaction_time more than a day in the future"),
+    if unscaled is None:
+        unscaled = _unscaled_int64(amount)
+    ttime = _naive_us(batch.column("transaction_time"))
+    failing = [
+        _null_or_empty(batch.column("transaction_id")),
+        _mask(amount.is_null()),
+        *_amount_failures(amount, unscaled),
+        ~_mask(pc.is_in(batch.column("status"), pa.array(KNOWN_STATUSES))),
+        ~_mask(pc.equal(batch.column("user_found"), 1)),
+        ~_mask(pc.equal(batch.column("merchant_found"), 1)),
+        _mask(ttime.is_null()),
+        _mask(pc.less(ttime, _naive_scalar(EARLIEST_TRANSACTION))),
+        _mask(pc.greater(ttime, _naive_scalar(now + FUTURE_TOLERANCE))),
     ]
-    codes = np.zeros(batch.num_rows, dtype=np.uint8)  # 0 = good, else 1 + the rule's index
-    for code, (failing, _) in enumerate(rules, start=1):
-        codes[failing & (codes == 0)] = code
-    return np.array([""] + [reason for _, reason in rules], dtype=object)[codes]
+    codes = np.zeros(batch.num_rows, dtype=np.uint8)
+    if np.logical_or.reduce(failing).any():  # rare: skip the per-rule pass over good chunks
+        for code in range(len(failing), 0, -1):  # last rule first: the first failing one wins
+            codes[failing[code - 1]] = code
+    return codes
 
 
-def _facts(clean: pa.Table) -> pa.Table:
-    ttime = _utc_seconds(clean.column("transaction_time"))
-    amount = pc.cast(clean.column("amount"), WAREHOUSE_AMOUNT)
+def _amount_failures(amount: pa.ChunkedArray, unscaled: np.ndarray | None) -> list[np.ndarray]:
+    """Masks for: negative, over Decimal(18, 2), more than 2 decimals (NULLs pass all three)."""
+    if unscaled is not None:  # the usual case, in integer arithmetic
+        scale = amount.type.scale
+        step = 10 ** max(scale - 2, 0)
+        return [unscaled < 0, _to_cents(unscaled, scale) > MAX_CENTS, (unscaled % step) != 0]
+    return [
+        _mask(pc.less(amount, pa.scalar(Decimal(0), amount.type))),
+        _mask(pc.greater(amount, pa.scalar(MAX_AMOUNT, amount.type))),
+        _mask(pc.not_equal(amount, pc.round(amount, 2))),
+    ]
+
+
+def _to_cents(unscaled: np.ndarray, scale: int) -> np.ndarray:
+    """Unscaled decimals -> whole cents (floor; exact for the amounts the rules let through)."""
+    if scale >= 2:
+        return unscaled // 10 ** (scale - 2)
+    return unscaled * 10 ** (2 - scale)  # scale <= 1: < 2**63 / 100 as unscaled fits int64
+
+
+def _unscaled_int64(amount: pa.ChunkedArray) -> np.ndarray | None:
+    """A decimal128 column's unscaled integers as int64 (NULL as 0), or None when some value
+    does not fit 64 bits (or the type is not decimal128): then Arrow's decimal kernels decide."""
+    if not pa.types.is_decimal128(amount.type) or amount.type.scale > 18:
+        return None
+    values = amount.combine_chunks() if isinstance(amount, pa.ChunkedArray) else amount
+    words = np.frombuffer(values.buffers()[1], dtype="<i8", count=2 * len(values),
+                          offset=16 * values.offset).reshape(-1, 2)
+    low, high = words[:, 0], words[:, 1]
+    fits = high == (low >> 63)  # the high word only carries the sign
+    if values.null_count:
+        valid = _mask(values.is_valid())
+        fits |= ~valid
+        low = np.where(valid, low, 0)
+    return low if fits.all() else None
+
+
+def _facts(clean: pa.Table, cents: np.ndarray | None) -> pa.Table:
+    seconds = _epoch_seconds(clean.column("transaction_time"))
+    if cents is None:
+        amount = pc.cast(clean.column("amount"), WAREHOUSE_AMOUNT)
+        categories = amount_categories(amount)
+    else:
+        amount, categories = _decimal_from_cents(cents), _categories_from_cents(cents)
     return pa.table({
         "transaction_id": clean.column("transaction_id"),
         "user_key": surrogate_keys(clean.column("user_id").to_numpy(zero_copy_only=False), "user"),
@@ -157,23 +225,38 @@ def _facts(clean: pa.Table) -> pa.Table:
             clean.column("merchant_id").to_numpy(zero_copy_only=False), "merchant"
         ),
         "amount": amount,
-        "amount_category": amount_categories(amount),
+        "amount_category": categories,
         "status": clean.column("status"),
-        "transaction_time": ttime,
-        "transaction_date": pc.cast(ttime, pa.date32()),
+        "transaction_time": pa.array(seconds, pa.int64()).cast(UTC_SECONDS),
+        "transaction_date": pa.array((seconds // 86_400).astype(np.int32), pa.date32()),
         "updated_at": _utc_seconds(clean.column("updated_at")),
         "_version": versions(clean.column("updated_at")),
         "_deleted": np.zeros(clean.num_rows, dtype=np.uint8),
     })
 
 
-def _rejects(batch: pa.Table, reasons: np.ndarray, rejected: np.ndarray, key: str) -> pa.Table:
+def _decimal_from_cents(cents: np.ndarray) -> pa.Array:
+    """int64 cents -> Arrow decimal128(18, 2): the same 128-bit integers, sign-extended."""
+    words = np.empty((len(cents), 2), dtype="<i8")
+    words[:, 0], words[:, 1] = cents, cents >> 63
+    return pa.Array.from_buffers(WAREHOUSE_AMOUNT, len(cents), [None, pa.py_buffer(words)])
+
+
+def _categories_from_cents(cents: np.ndarray) -> pa.Array:
+    return _CATEGORY_LABELS.take(np.searchsorted(_CATEGORY_BOUNDS_CENTS, cents, side="right"))
+
+
+def _rejects(batch: pa.Table, codes: np.ndarray, rejected: np.ndarray, key: str) -> pa.Table:
+    if not rejected.any():
+        return pa.table({"record_key": pa.array([], pa.string()),
+                         "_version": np.zeros(0, np.uint64),
+                         "reason": pa.array([], pa.string()), "raw": pa.array([], pa.string())})
     bad_rows = batch.filter(pa.array(rejected))
     bad = bad_rows.to_pylist()
     return pa.table({
         "record_key": pa.array([str(row.get(key)) for row in bad], pa.string()),
         "_version": versions(pc.fill_null(bad_rows.column("updated_at"), 0)),
-        "reason": pa.array(list(reasons[rejected]), pa.string()),
+        "reason": pa.array([TRANSACTION_RULES[c - 1] for c in codes[rejected]], pa.string()),
         "raw": pa.array([json.dumps(row, default=str, ensure_ascii=False) for row in bad],
                         pa.string()),
     })
@@ -200,7 +283,12 @@ def _naive_scalar(moment: datetime) -> pa.Scalar:
     return pa.scalar(moment.astimezone(timezone.utc).replace(tzinfo=None), pa.timestamp("us"))
 
 
+def _epoch_seconds(values: pa.ChunkedArray) -> np.ndarray:
+    """Source DATETIME (UTC wall clock) -> whole seconds since the epoch (floor), as int64."""
+    micros = _naive_us(values).cast(pa.int64()).to_numpy(zero_copy_only=False)
+    return micros // 1_000_000
+
+
 def _utc_seconds(values: pa.ChunkedArray) -> pa.ChunkedArray:
     """Source DATETIME (UTC wall clock) -> UTC instants in whole seconds (ClickHouse DateTime)."""
-    seconds = pc.floor_temporal(_naive_us(values), unit="second").cast(pa.int64())
-    return pc.divide(seconds, 1_000_000).cast(UTC_SECONDS)
+    return pa.array(_epoch_seconds(values), pa.int64()).cast(UTC_SECONDS)

@@ -16,11 +16,12 @@ time, and no second process on the same folder while one has it open. Inserts go
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 import pyarrow as pa
 
@@ -65,6 +66,8 @@ class Warehouse(Protocol):
 
     def insert(self, table: str, rows: pa.Table) -> None: ...
 
+    def insert_stream(self, table: str, chunks: Iterable[pa.Table]) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -96,13 +99,20 @@ def _insert_target(table: str, rows: pa.Table) -> tuple[str, str]:
     return table, ", ".join(rows.column_names)
 
 
+# A streamed INSERT is squashed by the server into parts of at least this many rows. The
+# default (1,048,576) makes the server write a million rows at the end, while the client
+# waits; a quarter of that overlaps the writes with the chunks still being produced (measured
+# on 1.2M rows: 1.48 s instead of 1.74 s, and less server CPU, not more).
+STREAM_INSERT_SETTINGS = {"min_insert_block_size_rows": 262_144}
+
+
 class ClickHouseServer:
     engine = "clickhouse-server"
 
     def __init__(self, target: WarehouseTarget) -> None:
         self.database = target.database
         self._where = target.describe()
-        self._client = ArrowInsertClient(
+        self._client_args = dict(
             host=target.host,
             port=target.port,
             user=target.user,
@@ -111,6 +121,8 @@ class ClickHouseServer:
             send_receive_timeout=300,
             settings={"strings_as_bytes": False},
         )
+        self._client = ArrowInsertClient(**self._client_args)
+        self._stream_client: ArrowInsertClient | None = None
 
     def _run(self, sql: str, params: Any, **kwargs: Any) -> Any:
         text = qualify(sql, self.database)
@@ -118,10 +130,14 @@ class ClickHouseServer:
             text = PARAM.sub(r"%(\1)s", text)
         try:
             return self._client.execute(text, params or None, **kwargs)
-        except (NetworkError, SocketTimeoutError, EOFError, OSError) as exc:
-            raise WarehouseUnavailable(f"ClickHouse at {self._where}: {_first_line(exc)}") from exc
-        except Exception as exc:  # driver errors carry no password; name the target instead
-            raise WarehouseError(f"ClickHouse at {self._where}: {_first_line(exc)}") from exc
+        except Exception as exc:
+            raise self._error(exc) from exc
+
+    def _error(self, exc: BaseException) -> WarehouseError:
+        if isinstance(exc, (NetworkError, SocketTimeoutError, EOFError, OSError)):
+            return WarehouseUnavailable(f"ClickHouse at {self._where}: {_first_line(exc)}")
+        # driver errors carry no password; name the target instead
+        return WarehouseError(f"ClickHouse at {self._where}: {_first_line(exc)}")
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._run(sql, params)
@@ -142,8 +158,56 @@ class ClickHouseServer:
         data = [ArrowRows(rows, _driver_column)]
         self._run(f"INSERT INTO analytics_dw.{table} ({names}) VALUES", data, columnar=True)
 
+    def insert_stream(self, table: str, chunks: Iterable[pa.Table]) -> None:
+        """All chunks through one INSERT, on a connection of its own (so `insert` stays usable
+        while the chunks are produced). The server parses each block as it arrives and squashes
+        them into larger parts (STREAM_INSERT_SETTINGS): fewer parts than one INSERT per chunk
+        (which cost the server 0.4 CPU-s more per million rows), and the client computes chunk
+        N+1 while the server takes chunk N.
+        An error raised by `chunks` itself (the source failing) comes out unchanged; either way
+        the INSERT is abandoned and rows the server had not yet written are dropped."""
+        chunks = iter(chunks)
+        first = next(chunks, None)
+        if first is None:
+            return
+        table, names = _insert_target(table, first)
+        feed = _Feed(itertools.chain([first], chunks))
+        sql = qualify(f"INSERT INTO analytics_dw.{table} ({names}) VALUES", self.database)
+        if self._stream_client is None:
+            self._stream_client = ArrowInsertClient(**self._client_args)
+        try:
+            self._stream_client.execute(sql, [ArrowRows(feed, _driver_column)], columnar=True,
+                                        settings=STREAM_INSERT_SETTINGS)
+        except Exception as exc:
+            if exc is feed.error:
+                raise
+            raise self._error(exc) from exc
+
     def close(self) -> None:
         self._client.disconnect()
+        if self._stream_client is not None:
+            self._stream_client.disconnect()
+
+
+class _Feed:
+    """An iterator that remembers the exception its source raised (to tell it from the
+    driver's own errors)."""
+
+    def __init__(self, source: Iterator[pa.Table]) -> None:
+        self._source = source
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> "_Feed":
+        return self
+
+    def __next__(self) -> pa.Table:
+        try:
+            return next(self._source)
+        except StopIteration:
+            raise
+        except BaseException as exc:
+            self.error = exc
+            raise
 
 
 def _driver_column(column: pa.ChunkedArray) -> list:
@@ -209,6 +273,11 @@ class ChdbWarehouse:
         except Exception as exc:
             raise WarehouseError(f"chDB at {self._path}: {_first_line(exc)}") from exc
         del arrow_rows
+
+    def insert_stream(self, table: str, chunks: Iterable[pa.Table]) -> None:
+        """One INSERT per chunk: chDB runs in this process, nothing to overlap with."""
+        for chunk in chunks:
+            self.insert(table, chunk)
 
     def close(self) -> None:
         """Sessions are shared per process (chDB allows one folder); see `release_chdb`."""

@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Create .venv (once) and install the pinned requirements into it. Safe to re-run.
+#   scripts/setup.sh          .venv: the pipeline (requirements.txt) + the test tools
+#   scripts/setup.sh --bench  also .venv-bench: the benchmark's baselines (naive pandas, dlt),
+#                             kept apart so the pipeline is measured without pandas installed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+if [ "${1:-}" = "--bench" ]; then
+  if [ ! -x .venv-bench/bin/python ]; then
+    python3 -m venv .venv-bench
+  fi
+  .venv-bench/bin/python -m pip install -q --disable-pip-version-check \
+    -r requirements.txt -r bench/requirements.txt
+fi

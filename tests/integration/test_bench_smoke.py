@@ -1,7 +1,7 @@
 """The benchmark keeps working: bench/run.py on a few thousand rows, one repetition, under its
 own names. Correctness only (every method ran and loaded what the source holds); speed is
-never asserted. The naive and dlt methods need bench/requirements.txt: they are expected
-exactly when their packages are installed.
+never asserted. The naive and dlt methods run in the baselines' venv (`scripts/setup.sh
+--bench`): they are expected exactly when it has their packages.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from tests.helpers import ROOT
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _installed(*modules: str) -> bool:
-    try:
-        return all(importlib.util.find_spec(m) is not None for m in modules)
-    except ModuleNotFoundError:  # a dotted name whose parent package is missing
-        return False
+def baseline_has(*modules: str) -> bool:
+    """bench/common.py's check of the baselines' venv."""
+    spec = importlib.util.spec_from_file_location("bench_common", ROOT / "bench" / "common.py")
+    common = sys.modules.setdefault("bench_common", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(common)
+    return common.baseline_has(*modules)
 
 
 def test_bench_runs_every_method_and_each_loads_the_source_exactly(tmp_path: Path):
@@ -33,7 +34,8 @@ def test_bench_runs_every_method_and_each_loads_the_source_exactly(tmp_path: Pat
     cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--rows", "5000", "--repeat", "1",
            "--scale", "2", "--changes", "300", "--events", "3000", "--prefix", prefix,
            "--work", str(tmp_path / "work"), "--out", str(out), "--cleanup"]
-    naive, dlt = _installed("pandas", "mysql.connector"), _installed("dlt", "duckdb")
+    naive = baseline_has("pandas", "mysql.connector", "clickhouse_driver")
+    dlt = baseline_has("dlt", "duckdb")
     cmd += ([] if naive else ["--no-naive"]) + ([] if dlt else ["--no-dlt"])
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
