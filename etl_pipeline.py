@@ -6,6 +6,11 @@ as thin aliases so existing callers keep working.
 
 import sys
 
+if __name__ == "__main__":  # the command; imports only what it uses, in the order it wants
+    from ewallet_etl.cli import etl_main
+
+    sys.exit(etl_main())
+
 from ewallet_etl.pipeline_api import (  # noqa: F401  (re-exported for the write-up's callers)
     extract_data,
     get_last_watermark,
@@ -13,7 +18,3 @@ from ewallet_etl.pipeline_api import (  # noqa: F401  (re-exported for the write
     transform_data,
     update_watermark,
 )
-from ewallet_etl.cli import etl_main
-
-if __name__ == "__main__":
-    sys.exit(etl_main())

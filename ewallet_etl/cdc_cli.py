@@ -13,7 +13,9 @@ import logging
 import sys
 from typing import Sequence, TextIO
 
-from .cli import EXIT_FAILED, EXIT_OK, EXIT_REJECTS, EXIT_USAGE, setup_logging
+from .cli import (
+    EXIT_FAILED, EXIT_OK, EXIT_REJECTS, EXIT_USAGE, setup_logging, without_pandas,
+)
 from .config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ def _open_input(name: str) -> TextIO:
 
 def cdc_main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    without_pandas()
     try:
         settings = Settings.from_env()
     except ConfigError as exc:

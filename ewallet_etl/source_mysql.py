@@ -66,9 +66,24 @@ class SourceUnavailable(SourceError, TransientError):
 UNREACHABLE_CODES = {2003, 2005, 2006, 2013, 2055}
 
 
+class _Connection(pymysql.connections.Connection):
+    """PyMySQL's connection with one TLS context per process for its default PREFERRED mode
+    (try TLS, no certificate check): PyMySQL builds a new one per connect, loading the system's
+    CA store each time (~18 ms) for a context that verifies nothing."""
+
+    _preferred_tls: Any = None
+
+    def _create_ssl_ctx(self, sslp: Any) -> Any:
+        if sslp:  # explicit TLS settings: PyMySQL's own handling
+            return super()._create_ssl_ctx(sslp)
+        if _Connection._preferred_tls is None:
+            _Connection._preferred_tls = super()._create_ssl_ctx(sslp)
+        return _Connection._preferred_tls
+
+
 def connect(settings: Settings) -> pymysql.connections.Connection:
     try:
-        return pymysql.connect(
+        return _Connection(
             host=settings.mysql_host,
             port=settings.mysql_port,
             user=settings.mysql_user,

@@ -246,14 +246,22 @@ class ChdbWarehouse:
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._run(sql, params)
 
+    def _arrow(self, sql: str, params: dict[str, Any] | None) -> pa.Table:
+        # chDB's own "ArrowTable" format imports pandas only to check that it is installed;
+        # reading the Arrow file it returns is all it does after that.
+        result = self._run(sql, params, fmt="Arrow")
+        if result is None or len(result) == 0:
+            return pa.table({})
+        return pa.RecordBatchFileReader(result.get_memview().view()).read_all()
+
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
-        table = self._run(sql, params, fmt="ArrowTable")
-        if table is None or table.num_columns == 0:
+        table = self._arrow(sql, params)
+        if table.num_columns == 0:
             return []
         return [tuple(row.values()) for row in table.to_pylist()]
 
     def query_with_names(self, sql: str) -> tuple[list[str], list[tuple]]:
-        table = self._run(sql, None, fmt="ArrowTable")
+        table = self._arrow(sql, None)
         return list(table.column_names), [tuple(r.values()) for r in table.to_pylist()]
 
     def insert(self, table: str, rows: pa.Table) -> None:
