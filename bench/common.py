@@ -23,8 +23,8 @@ from ewallet_etl.config import Settings  # noqa: E402
 PYTHON = sys.executable  # runs the pipeline: only requirements.txt, as in production
 
 # The baselines' interpreter (naive: pandas + mysql-connector; dlt + duckdb), a venv of its
-# own (`scripts/setup.sh --bench`): installed next to the pipeline, pandas would be imported by
-# pyarrow in every pipeline process (+0.15 s, +35 MiB) although the pipeline never uses it.
+# own (`scripts/setup.sh --bench`): the pipeline is measured with exactly its production
+# dependencies (requirements.txt), nothing the baselines pull in next to it.
 BASELINE_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 
 

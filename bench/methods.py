@@ -327,3 +327,10 @@ def binlog_methods(ctx: Ctx, engines: list[str], n_changes: int) -> list[Method]
     for method in out:  # each reader its own stream name (state key); server id derived
         method.env["CDC_STREAM_NAME"] = f"{ctx.prefix}_{method.engine.replace('-', '_')}"
     return out
+
+
+def reset_binlog_replicas(ctx: Ctx) -> None:
+    """Drop what an earlier bench run replicated: its position is from before the source was
+    generated again (outside the binlog), so resuming from it would keep the old rows."""
+    clickhouse_client(ctx.server).execute(f"DROP DATABASE IF EXISTS {ctx.db('binlog')}")
+    shutil.rmtree(ctx.work / "chdb_binlog", ignore_errors=True)

@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     if m.binlog_available() and args.events:
         binlog = m.binlog_methods(ctx, args.engines, args.events)
         say(f"binlog CDC of {args.events:,} row changes")
+        m.reset_binlog_replicas(ctx)
         for n in range(args.repeat + 1):  # run 0: an untimed catch-up that fixes the start
             if n:
                 gen_data.binlog_changes(args.source_db, args.events,

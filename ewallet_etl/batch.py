@@ -2,22 +2,25 @@
 
 What it guarantees (the README, "What the batch load guarantees", has the long form):
 
-* Order. Dimensions before facts, so every fact key resolves; the checkpoint only after every
-  row of the window has landed; the audit row last. A crash anywhere before the checkpoint save
+* Order. Dimensions before facts, so every fact key resolves; the facts of the window stream
+  through one INSERT (`Warehouse.insert_stream`); the checkpoint only after every row of the
+  window has landed; the audit row last. A crash anywhere before the checkpoint save
   leaves the checkpoint where it was: the next run reads the window again and the idempotent
   ReplacingMergeTree load absorbs what had already landed (at-least-once delivery, one current
   row per key). A crash after the save loses nothing: the window had landed. `--full-refresh`
   also sweeps hard deletes, which no watermark sees (`reconcile.sweep_deletes`).
 * Retries. A server that is unreachable or drops the connection (`TransientError`) is retried
-  with backoff, `ETL_MAX_RETRIES` times, per step: planning the window, each warehouse insert
-  (re-sending a block is harmless), reading the window (from its start: a dropped stream cannot
-  resume; rows already inserted are absorbed), saving the checkpoint. Every source step opens a
+  with backoff, `ETL_MAX_RETRIES` times, per step: planning the window, each dimension and
+  quarantine insert (re-sending a block is harmless), loading the window's facts (from its
+  start, whichever side dropped: neither stream can resume; rows already inserted are
+  absorbed), saving the checkpoint. Every source step opens a
   fresh PyMySQL connection, which fails at once on a refused port, before connectorx (whose
   pool waits ~30 s on one) is asked.
 * Test hooks. `fault_point(name)` SIGKILLs the process when `ETL_KILL_AT` equals `name`:
-  after_dimensions, after_first_chunk, after_chunk_<N> (N facts chunks landed), mid_insert (half
-  of the first facts chunk landed), during_insert (the kill fires while the first facts chunk is
-  being inserted), before_checkpoint, after_checkpoint.
+  after_dimensions, after_first_chunk, after_chunk_<N> (N facts chunks sent on the INSERT; the
+  server may not have written them yet), mid_insert (half of the first facts chunk landed, by an
+  INSERT of its own), during_insert (the kill fires while the first facts chunk is being sent),
+  before_checkpoint, after_checkpoint.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 # Create .venv (once) and install the pinned requirements into it. Safe to re-run.
 #   scripts/setup.sh          .venv: the pipeline (requirements.txt) + the test tools
 #   scripts/setup.sh --bench  also .venv-bench: the benchmark's baselines (naive pandas, dlt),
-#                             kept apart so the pipeline is measured without pandas installed
+#                             kept apart: the pipeline is measured with only its own packages
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
