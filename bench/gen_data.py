@@ -113,6 +113,16 @@ def mutate(database: str, n_updates: int, n_inserts: int, first_new: int, salt: 
         cur.execute(NEW_TRANSACTIONS.format(first=first_new, last=first_new + n_inserts - 1))
     conn.close()
 
+PICK_FOR_UPDATE = """
+SELECT transaction_id FROM transactions WHERE status IN ('PENDING', 'SUCCESS')
+ORDER BY CRC32(CONCAT(%s, transaction_id)) LIMIT %s
+"""
+UPDATE_IDS = """
+UPDATE transactions
+SET status = IF(status = 'PENDING', 'SUCCESS', 'REFUNDED'), amount = amount + 0.01
+WHERE transaction_id IN ({marks})
+"""
+
 
 def source_totals(database: str) -> dict[str, object]:
     """What every correct load must reproduce: rows, sum of amounts, sales."""
@@ -126,12 +136,27 @@ def source_totals(database: str) -> dict[str, object]:
 
 
 
-def binlog_changes(database: str, n_changes: int, first_new: int) -> None:
-    """The binlog CDC workload: n/2 new transactions, then n/2 updates of existing ones, as
-    multi-row statements, written to the binlog (unlike the bulk load)."""
+def binlog_changes(database: str, n_changes: int, first_new: int, per_statement: int) -> None:
+    """A binlog CDC workload: n/2 new transactions, then n/2 updates of existing ones, written
+    to the binlog (unlike the bulk load) as statements of `per_statement` rows each (1: one row
+    event per statement, the shape of an OLTP application), committed every 100 rows."""
     conn = mysql_conn(database)
     inserts = n_changes // 2
     with conn.cursor() as cur:
-        cur.execute(NEW_TRANSACTIONS.format(first=first_new, last=first_new + inserts - 1))
-        cur.execute(UPDATES, ("binlog", n_changes - inserts))
+        cur.execute(PICK_FOR_UPDATE, ("binlog", n_changes - inserts))
+        picked = [row[0] for row in cur.fetchall()]
+        cur.execute("START TRANSACTION")
+        for n, start in enumerate(range(0, inserts, per_statement), start=1):
+            last = min(start + per_statement, inserts) - 1
+            cur.execute(NEW_TRANSACTIONS.format(first=first_new + start, last=first_new + last))
+            if n * per_statement % 100 == 0:
+                cur.execute("COMMIT")
+                cur.execute("START TRANSACTION")
+        for n, start in enumerate(range(0, len(picked), per_statement), start=1):
+            ids = picked[start:start + per_statement]
+            cur.execute(UPDATE_IDS.format(marks=", ".join(["%s"] * len(ids))), ids)
+            if n * per_statement % 100 == 0:
+                cur.execute("COMMIT")
+                cur.execute("START TRANSACTION")
+        cur.execute("COMMIT")
     conn.close()

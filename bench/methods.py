@@ -301,7 +301,8 @@ def binlog_available() -> bool:
     return out.returncode == 0 and "binlog" in out.stdout
 
 
-def binlog_methods(ctx: Ctx, engines: list[str], n_changes: int) -> list[Method]:
+def binlog_methods(ctx: Ctx, engines: list[str], n_changes: int,
+                   workload: str) -> list[Method]:
     """`cdc-stream.py --source binlog`, a bounded run applying the changes `run.py` made in the
     source since the previous run (the untimed prep run records the starting position).
 
@@ -314,13 +315,13 @@ def binlog_methods(ctx: Ctx, engines: list[str], n_changes: int) -> list[Method]
     view = f"{cdc}.v_cdc_transactions"
     out = []
     if "server" in engines:
-        out.append(Method("binlog CDC (cdc-stream.py --source binlog)", "clickhouse-server",
+        out.append(Method(f"binlog CDC, {workload}", "clickhouse-server",
                           "binlog", argv, pipeline_env(ctx, ctx.server_url(cdc), "bench_binlog"),
                           rows=n_changes,
                           check=lambda: as_totals(client.execute(totals_sql(view))[0])))
     if "chdb" in engines:
         folder = ctx.work / "chdb_binlog"
-        out.append(Method("binlog CDC (cdc-stream.py --source binlog)", "chdb", "binlog", argv,
+        out.append(Method(f"binlog CDC, {workload}", "chdb", "binlog", argv,
                           pipeline_env(ctx, ctx.chdb_url("chdb_binlog", cdc), "bench_binlog"),
                           rows=n_changes,
                           check=lambda: tsv_totals(chdb_sql(folder, totals_sql(view)))))

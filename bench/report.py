@@ -132,6 +132,10 @@ def targets(rows: list[dict]) -> list[dict]:
             _find(rows, engine, "incremental", "incremental"), full), 0.3)
         cdc = _find(rows, engine, "cdc", "CDC")
         add(f"{engine}: CDC replay, events/s", cdc and cdc["rows_per_s"], 50_000, False)
+        for workload, limit in (("single-row", 12_000), ("100-row", 25_000)):
+            binlog = _find(rows, engine, "binlog", f"binlog CDC, {workload}")
+            add(f"{engine}: binlog CDC, {workload} statements, rows/s",
+                binlog and binlog["rows_per_s"], limit, False)
     return out
 
 

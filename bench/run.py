@@ -8,11 +8,13 @@ Groups, in order (all on the same source database):
                (the reference), our full load, the naive write-up pipeline, dlt (if installed)
   incremental  after 10,000 updates + 10,000 inserts in the source (new ones each repetition)
   cdc          cdc-stream.py replaying N_EVENTS JSON Lines events (skipped if it is missing)
-  binlog       cdc-stream.py --source binlog after N_EVENTS row changes (once it exists)
+  binlog       cdc-stream.py --source binlog after N_EVENTS / 5 row changes as single-row
+               statements, then after N_EVENTS as 100-row statements
   scale        our full load once per engine on a source --scale times larger (memory flatness)
 Every method's result is read back and compared with the source (`check`). Nothing is
 asserted about speed. Results: bench/results/latest.json and latest.md (git-ignored).
-Needs the local stack (scripts/stack.sh up) and bench/requirements.txt.
+Needs the local stack (scripts/stack.sh up); the naive and dlt baselines run in .venv-bench
+(scripts/setup.sh --bench), and are skipped without it.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="memory check on a source this many times larger; 0 skips it")
     p.add_argument("--changes", type=int, default=10_000,
                    help="updates and as many inserts before each incremental run")
-    p.add_argument("--events", type=int, default=100_000, help="CDC events to replay")
+    p.add_argument("--events", type=int, default=100_000,
+                   help="CDC events to replay, and binlog row changes as 100-row statements "
+                   "(a fifth as many as single-row statements)")
     p.add_argument("--no-naive", action="store_true", help="skip the naive pipeline")
     p.add_argument("--no-dlt", action="store_true", help="skip dlt")
     p.add_argument("--keep-source", action="store_true",
@@ -200,15 +204,22 @@ def main(argv: list[str] | None = None) -> int:
 
     binlog: list[m.Method] = []
     if m.binlog_available() and args.events:
-        binlog = m.binlog_methods(ctx, args.engines, args.events)
-        say(f"binlog CDC of {args.events:,} row changes")
         m.reset_binlog_replicas(ctx)
-        for n in range(args.repeat + 1):  # run 0: an untimed catch-up that fixes the start
-            if n:
-                gen_data.binlog_changes(args.source_db, args.events,
-                                        first_new=args.rows + 10**8 + n * args.events)
-            run_group(binlog, 0 if n == 0 else 1, warmup=n == 0)
-        check(binlog, gen_data.source_totals(args.source_db))
+        next_id = args.rows + 10**8
+        for n_workload, (per_statement, n_changes) in enumerate(
+                ((1, args.events // 5), (100, args.events))):
+            workload = ("single-row statements" if per_statement == 1
+                        else f"{per_statement}-row statements")
+            methods = m.binlog_methods(ctx, args.engines, n_changes, workload)
+            say(f"binlog CDC of {n_changes:,} row changes as {workload}")
+            first = 0 if n_workload == 0 else 1  # run 0: untimed, snapshots the tables
+            for n in range(first, args.repeat + 1):
+                if n:
+                    gen_data.binlog_changes(args.source_db, n_changes, next_id, per_statement)
+                    next_id += n_changes
+                run_group(methods, 0 if n == 0 else 1, warmup=n == 0)
+            check(methods, gen_data.source_totals(args.source_db))
+            binlog += methods
     else:
         say("cdc-stream.py has no --source binlog yet: binlog CDC skipped (hook ready)")
 

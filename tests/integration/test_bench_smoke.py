@@ -54,7 +54,9 @@ def test_bench_runs_every_method_and_each_loads_the_source_exactly(tmp_path: Pat
     }
     if "binlog" in subprocess.run([sys.executable, str(ROOT / "cdc-stream.py"), "--help"],
                                   cwd=ROOT, capture_output=True, text=True).stdout:
-        expected |= {(engine, "binlog", "binlog CDC") for engine in ("clickhouse-server", "chdb")}
+        expected |= {(engine, "binlog", f"binlog CDC, {workload} statements")
+                     for engine in ("clickhouse-server", "chdb")
+                     for workload in ("single-row", "100-row")}
     if naive:
         expected.add(("clickhouse-server", "full", "naive"))
     if dlt:
