@@ -33,5 +33,8 @@ WORKDIR /app
 # The code last, owned by root: the etl user can read and run it, not change it. .dockerignore
 # keeps the context to what runs (never .env, .venv, .git or chDB data).
 COPY . /app/
+# Byte-code compiled now: with PYTHONDONTWRITEBYTECODE (the code is read-only anyway) every run
+# would otherwise compile the package again (~20 ms of a 0.3 s incremental run).
+RUN python -m compileall -q /app/ewallet_etl
 USER 10001:10001
 CMD ["python", "etl_pipeline.py"]

@@ -13,9 +13,9 @@ What it guarantees (the README, "What the batch load guarantees", has the long f
   with backoff, `ETL_MAX_RETRIES` times, per step: planning the window, each dimension and
   quarantine insert (re-sending a block is harmless), loading the window's facts (from its
   start, whichever side dropped: neither stream can resume; rows already inserted are
-  absorbed), saving the checkpoint. Every source step opens a
-  fresh PyMySQL connection, which fails at once on a refused port, before connectorx (whose
-  pool waits ~30 s on one) is asked.
+  absorbed), saving the checkpoint. Every source step first pings the run's PyMySQL
+  connection (`ControlConnection`, opened again if it dropped), which fails at once on a
+  refused port, before connectorx (whose pool waits ~30 s on one) is asked.
 * Test hooks. `fault_point(name)` SIGKILLs the process when `ETL_KILL_AT` equals `name`:
   after_dimensions, after_first_chunk, after_chunk_<N> (N facts chunks sent on the INSERT; the
   server may not have written them yet), mid_insert (half of the first facts chunk landed, by an
@@ -55,8 +55,8 @@ WAREHOUSE_DDL = ROOT / "DDL-Clickhouse.sql"
 KILL_ENV = "ETL_KILL_AT"
 
 DIMENSIONS = (
-    (source_mysql.USERS_SQL, transform.transform_users, "dim_users"),
-    (source_mysql.MERCHANTS_SQL, transform.transform_merchants, "dim_merchants"),
+    ("users", source_mysql.USERS_SQL, transform.transform_users, "dim_users"),
+    ("merchants", source_mysql.MERCHANTS_SQL, transform.transform_merchants, "dim_merchants"),
 )
 
 
@@ -144,10 +144,11 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
     )
     clock = time.monotonic()
     wh = open_warehouse(settings)  # first, so a run that fails on the source is audited too
+    source = source_mysql.ControlConnection(settings)
     try:
-        db_now = _plan(settings, report, full_refresh)
+        db_now = _plan(settings, source, report, full_refresh)
         log.info("window %s (source now %s)", report.window, db_now.isoformat())
-        with_retries(lambda: _load(settings, wh, report, db_now),
+        with_retries(lambda: _load(settings, source, wh, report, db_now),
                      f"load the window from MySQL at {source_mysql.where(settings)}",
                      settings.max_retries)
         if full_refresh:  # hard deletes are invisible to the watermark: sweep them here
@@ -156,7 +157,7 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
             report.rows_deleted = sweep_deletes(settings, wh, db_now)
         fault_point("before_checkpoint")
         high = report.window.high
-        with_retries(lambda: _save_checkpoint(settings, high),
+        with_retries(lambda: _save_checkpoint(settings, source, high),
                      f"save the checkpoint in MySQL at {source_mysql.where(settings)}",
                      settings.max_retries)
         fault_point("after_checkpoint")
@@ -166,25 +167,25 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
         report.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise
     finally:
+        source.close()
         report.seconds = time.monotonic() - clock
         _audit(wh, settings, report)
         wh.close()
     return report
 
 
-def _plan(settings: Settings, report: RunReport, full_refresh: bool) -> datetime:
+def _plan(settings: Settings, source: source_mysql.ControlConnection, report: RunReport,
+          full_refresh: bool) -> datetime:
     """Read the checkpoint, the source's clock and its oldest open transaction; set the window."""
 
     def attempt() -> tuple[datetime | None, datetime, datetime | None]:
-        conn = source_mysql.connect(settings)
         try:
+            conn = source.get()
             checkpoint = watermark.read_checkpoint(conn, settings.pipeline_name)
             return (checkpoint, source_mysql.db_clock(conn),
                     source_mysql.oldest_open_transaction(conn))
         except pymysql.MySQLError as exc:
             raise source_mysql.source_error(settings, exc) from exc
-        finally:
-            _close(conn)
 
     checkpoint, db_now, oldest_trx = with_retries(
         attempt, f"read the checkpoint from MySQL at {source_mysql.where(settings)}",
@@ -201,7 +202,8 @@ def _plan(settings: Settings, report: RunReport, full_refresh: bool) -> datetime
     return db_now
 
 
-def _load(settings: Settings, wh: Warehouse, report: RunReport, db_now: datetime) -> None:
+def _load(settings: Settings, source: source_mysql.ControlConnection, wh: Warehouse,
+          report: RunReport, db_now: datetime) -> None:
     """Read the whole window and load it; safe to run again from the start after a failure.
 
     The facts stream through one `insert_stream`: chunks are read and transformed as the
@@ -209,9 +211,11 @@ def _load(settings: Settings, wh: Warehouse, report: RunReport, db_now: datetime
     window = report.window
     assert window is not None
     report.reset_counts()
-    conn = source_mysql.connect(settings)  # fails at once if MySQL is gone; connectorx waits
     try:
-        for sql, transform_dim, table in DIMENSIONS:
+        conn = source.get()  # fails at once if MySQL is gone; connectorx would wait
+        for source_table, sql, transform_dim, table in DIMENSIONS:
+            if not source_mysql.changed_since(conn, source_table, window.low):
+                continue
             for chunk in source_mysql.stream(settings, sql, {"low": window.low}):
                 _insert(wh, settings, table, transform_dim(chunk))
                 report.dimension_rows += chunk.num_rows
@@ -219,8 +223,6 @@ def _load(settings: Settings, wh: Warehouse, report: RunReport, db_now: datetime
         wh.insert_stream("fact_sales", _fact_chunks(settings, conn, wh, report, db_now))
     except pymysql.MySQLError as exc:
         raise source_mysql.source_error(settings, exc) from exc
-    finally:
-        _close(conn)
 
 
 def _fact_chunks(settings: Settings, conn: pymysql.connections.Connection, wh: Warehouse,
@@ -273,19 +275,12 @@ def _insert(wh: Warehouse, settings: Settings, table: str, rows: pa.Table) -> No
         raise WarehouseError(str(exc)) from exc
 
 
-def _save_checkpoint(settings: Settings, high: datetime) -> None:
-    conn = source_mysql.connect(settings)  # a fresh one: a long load may outlive any other
+def _save_checkpoint(settings: Settings, source: source_mysql.ControlConnection,
+                     high: datetime) -> None:
     try:
-        watermark.save_checkpoint(conn, settings.pipeline_name, high)
+        watermark.save_checkpoint(source.get(), settings.pipeline_name, high)
     except pymysql.MySQLError as exc:
         raise source_mysql.source_error(settings, exc) from exc
-    finally:
-        _close(conn)
-
-
-def _close(conn: pymysql.connections.Connection) -> None:
-    if conn.open:
-        conn.close()
 
 
 def _quarantine(report: RunReport, rejects: pa.Table) -> pa.Table:

@@ -44,6 +44,14 @@ FROM merchants
 WHERE updated_at >= %(low)s
 """
 
+# Whether a dimension has rows changed since the window's lower bound: an index probe that
+# spares opening a connectorx reader (a connection of its own, ~10 ms) when there are none,
+# the usual case of an incremental run.
+CHANGED_SINCE_SQL = {
+    "users": "SELECT 1 FROM users WHERE updated_at >= %s LIMIT 1",
+    "merchants": "SELECT 1 FROM merchants WHERE updated_at >= %s LIMIT 1",
+}
+
 # Facts: the half-open window [low, high) on the change column. Whether each row's user and
 # merchant exist is asked separately (`source_ids`), once per distinct id.
 TRANSACTIONS_SQL = """
@@ -96,6 +104,31 @@ def connect(settings: Settings) -> pymysql.connections.Connection:
         )
     except pymysql.MySQLError as exc:
         raise source_error(settings, exc) from exc
+
+
+class ControlConnection:
+    """A run's one PyMySQL connection for control statements (checkpoint, clock, id checks):
+    checked with a ping before each step and opened again if it dropped. One connect per run
+    instead of one per step, and a step still fails at once when MySQL is unreachable."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._conn: pymysql.connections.Connection | None = None
+
+    def get(self) -> pymysql.connections.Connection:
+        if self._conn is not None and self._conn.open:
+            try:
+                self._conn.ping(reconnect=False)
+                return self._conn
+            except pymysql.MySQLError:
+                self.close()
+        self._conn = connect(self._settings)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None and self._conn.open:
+            self._conn.close()
+        self._conn = None
 
 
 def source_error(settings: Settings, exc: BaseException) -> SourceError:
@@ -152,6 +185,10 @@ def fetch_one(conn: pymysql.connections.Connection, sql: str, params: tuple = ()
     with conn.cursor() as cur:
         cur.execute(sql, tuple(_naive_utc(p) for p in params))
         return cur.fetchone()
+
+
+def changed_since(conn: pymysql.connections.Connection, table: str, low: datetime) -> bool:
+    return fetch_one(conn, CHANGED_SINCE_SQL[table], (low,)) is not None
 
 
 def db_clock(conn: pymysql.connections.Connection) -> datetime:
