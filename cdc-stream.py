@@ -5,9 +5,8 @@ cdc_events.json, `-` for stdin) into analytics_dw.cdc_transactions. `--help` lis
 the logic lives in the `ewallet_etl` package (cdc_cli.py, cdc.py, events.py).
 """
 
-import sys
-
-from ewallet_etl.cdc_cli import cdc_main
-
 if __name__ == "__main__":
-    sys.exit(cdc_main())
+    from ewallet_etl.cdc_cli import cdc_main
+    from ewallet_etl.cli import exit_now
+
+    exit_now(cdc_main())

@@ -4,12 +4,11 @@ The logic lives in the `ewallet_etl` package; this file keeps the write-up's fla
 as thin aliases so existing callers keep working.
 """
 
-import sys
 
 if __name__ == "__main__":  # the command; imports only what it uses, in the order it wants
-    from ewallet_etl.cli import etl_main
+    from ewallet_etl.cli import etl_main, exit_now
 
-    sys.exit(etl_main())
+    exit_now(etl_main())
 
 from ewallet_etl.pipeline_api import (  # noqa: F401  (re-exported for the write-up's callers)
     extract_data,

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from .config import ConfigError, Settings
 
@@ -50,6 +51,21 @@ def without_pandas() -> None:
     not installed. Library users of the package are not affected: only the commands call it."""
     if "pandas" not in sys.modules and _NoPandas not in sys.meta_path:
         sys.meta_path.insert(0, _NoPandas)  # type: ignore[arg-type]
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the command without the interpreter's teardown, which spends ~60 ms freeing
+    modules and Arrow memory that the OS takes back anyway (a fifth of an incremental run).
+    By now the command has closed what it opened (connections, the checkpoint, the audit row);
+    here the chDB session is closed and the logs and output flushed. Only the entry points
+    call it: `etl_main` and `cdc_main` return normally to any other caller."""
+    warehouse = sys.modules.get("ewallet_etl.warehouse")
+    if warehouse is not None:
+        warehouse.release_chdb()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _settings() -> Settings | None:
