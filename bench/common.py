@@ -34,7 +34,8 @@ def baseline_has(*modules: str) -> bool:
         return False
     import subprocess
 
-    code = "import importlib.util as u, sys; sys.exit(not all(u.find_spec(m) for m in sys.argv[1:]))"
+    code = ("import importlib.util as u, sys; "
+            "sys.exit(not all(u.find_spec(m) for m in sys.argv[1:]))")
     return subprocess.run([str(BASELINE_PYTHON), "-c", code, *modules],
                           capture_output=True).returncode == 0
 
