@@ -21,19 +21,20 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol
 
 import pyarrow as pa
 
+from .config import IDENTIFIER, WarehouseTarget
+from .retry import TransientError
+
+if TYPE_CHECKING:
+    from .ch_native import ArrowInsertClient
+
 # clickhouse-driver fills a 146,000-entry date table at import (70 ms, 23 MiB) unless told to
-# fill it on demand; dates are written by ch_native and rarely read back. Set before importing.
+# fill it on demand; dates are written by ch_native and rarely read back. Set before it is
+# imported, which happens only for a ClickHouse server target (a chDB run never loads it).
 os.environ.setdefault("CLICKHOUSE_DRIVER_LASY_DATE_LUT", "1970-01-01:1970-01-01")
-
-from clickhouse_driver.errors import NetworkError, SocketTimeoutError  # noqa: E402
-
-from .ch_native import ArrowInsertClient, ArrowRows  # noqa: E402
-from .config import IDENTIFIER, WarehouseTarget  # noqa: E402
-from .retry import TransientError  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ class ClickHouseServer:
             send_receive_timeout=300,
             settings={"strings_as_bytes": False},
         )
+        from .ch_native import ArrowInsertClient
+
         self._client = ArrowInsertClient(**self._client_args)
         self._stream_client: ArrowInsertClient | None = None
 
@@ -134,6 +137,8 @@ class ClickHouseServer:
             raise self._error(exc) from exc
 
     def _error(self, exc: BaseException) -> WarehouseError:
+        from clickhouse_driver.errors import NetworkError, SocketTimeoutError
+
         if isinstance(exc, (NetworkError, SocketTimeoutError, EOFError, OSError)):
             return WarehouseUnavailable(f"ClickHouse at {self._where}: {_first_line(exc)}")
         # driver errors carry no password; name the target instead
@@ -155,6 +160,8 @@ class ClickHouseServer:
         table, names = _insert_target(table, rows)
         # Encoded straight from the Arrow buffers by the server's column types (int64 cents for
         # Decimal(18, 2), no Python object per value); see ch_native.
+        from .ch_native import ArrowRows
+
         data = [ArrowRows(rows, _driver_column)]
         self._run(f"INSERT INTO analytics_dw.{table} ({names}) VALUES", data, columnar=True)
 
@@ -173,6 +180,8 @@ class ClickHouseServer:
         table, names = _insert_target(table, first)
         feed = _Feed(itertools.chain([first], chunks))
         sql = qualify(f"INSERT INTO analytics_dw.{table} ({names}) VALUES", self.database)
+        from .ch_native import ArrowInsertClient, ArrowRows
+
         if self._stream_client is None:
             self._stream_client = ArrowInsertClient(**self._client_args)
         try:
@@ -219,6 +228,12 @@ def _driver_column(column: pa.ChunkedArray) -> list:
 
 
 _chdb_sessions: dict[str, Any] = {}
+
+# The embedded engine merges parts in background threads of the pipeline's own process. One
+# merge at a time (defaults: a pool of 16, two merges per thread) keeps its memory flat as the
+# table grows and leaves the two cores to the load: measured on 3M rows, peak RSS 567-609 MiB
+# instead of 650-726, and the load no slower.
+CHDB_ENGINE_ARGS = "background_pool_size=1&background_merges_mutations_concurrency_ratio=1"
 
 
 class ChdbWarehouse:
@@ -298,7 +313,7 @@ def _chdb_session(path: str) -> Any:
         for other in list(_chdb_sessions):
             release_chdb(other)
         Path(path).mkdir(parents=True, exist_ok=True)
-        _chdb_sessions[path] = session.Session(path)
+        _chdb_sessions[path] = session.Session(f"{path}?{CHDB_ENGINE_ARGS}")
     return _chdb_sessions[path]
 
 
