@@ -72,14 +72,17 @@ INSERT INTO transactions (transaction_id, user_id, merchant_id, amount, status,
 SELECT {_FACT_VALUES}
 FROM {_TIMES}
 """
-UPDATES = """
+# The changes both workloads make: PENDING -> SUCCESS, SUCCESS -> REFUNDED, and a cent more, on
+# rows picked by a salted hash (params: salt, how many).
+PICK_FOR_UPDATE = """
+SELECT transaction_id FROM transactions WHERE status IN ('PENDING', 'SUCCESS')
+ORDER BY CRC32(CONCAT(%s, transaction_id)) LIMIT %s"""
+_CHANGE = """
 UPDATE transactions
-SET status = IF(status = 'PENDING', 'SUCCESS', 'REFUNDED'), amount = amount + 0.01
-WHERE transaction_id IN (
-    SELECT transaction_id FROM (
-        SELECT transaction_id FROM transactions WHERE status IN ('PENDING', 'SUCCESS')
-        ORDER BY CRC32(CONCAT(%s, transaction_id)) LIMIT %s) AS pick)
-"""
+SET status = IF(status = 'PENDING', 'SUCCESS', 'REFUNDED'), amount = amount + 0.01"""
+UPDATES = (f"{_CHANGE}\n"
+           f"WHERE transaction_id IN (SELECT transaction_id FROM ({PICK_FOR_UPDATE}) AS pick)")
+UPDATE_IDS = _CHANGE + "\nWHERE transaction_id IN ({marks})"  # marks: one %s per id
 
 
 def generate(database: str, n_rows: int) -> None:
@@ -113,16 +116,6 @@ def mutate(database: str, n_updates: int, n_inserts: int, first_new: int, salt: 
         cur.execute(NEW_TRANSACTIONS.format(first=first_new, last=first_new + n_inserts - 1))
     conn.close()
 
-PICK_FOR_UPDATE = """
-SELECT transaction_id FROM transactions WHERE status IN ('PENDING', 'SUCCESS')
-ORDER BY CRC32(CONCAT(%s, transaction_id)) LIMIT %s
-"""
-UPDATE_IDS = """
-UPDATE transactions
-SET status = IF(status = 'PENDING', 'SUCCESS', 'REFUNDED'), amount = amount + 0.01
-WHERE transaction_id IN ({marks})
-"""
-
 
 def source_totals(database: str) -> dict[str, object]:
     """What every correct load must reproduce: rows, sum of amounts, sales."""
@@ -135,7 +128,6 @@ def source_totals(database: str) -> dict[str, object]:
     return {"rows": int(rows), "sum_amount": str(total), "sales": int(sales)}
 
 
-
 def binlog_changes(database: str, n_changes: int, first_new: int, per_statement: int) -> None:
     """A binlog CDC workload: n/2 new transactions, then n/2 updates of existing ones, written
     to the binlog (unlike the bulk load) as statements of `per_statement` rows each (1: one row
@@ -145,16 +137,19 @@ def binlog_changes(database: str, n_changes: int, first_new: int, per_statement:
     with conn.cursor() as cur:
         cur.execute(PICK_FOR_UPDATE, ("binlog", n_changes - inserts))
         picked = [row[0] for row in cur.fetchall()]
+        statements = [
+            (NEW_TRANSACTIONS.format(first=first_new + start,
+                                     last=first_new + min(start + per_statement, inserts) - 1),
+             None)
+            for start in range(0, inserts, per_statement)
+        ] + [
+            (UPDATE_IDS.format(marks=", ".join(["%s"] * len(ids))), ids)
+            for ids in (picked[start:start + per_statement]
+                        for start in range(0, len(picked), per_statement))
+        ]
         cur.execute("START TRANSACTION")
-        for n, start in enumerate(range(0, inserts, per_statement), start=1):
-            last = min(start + per_statement, inserts) - 1
-            cur.execute(NEW_TRANSACTIONS.format(first=first_new + start, last=first_new + last))
-            if n * per_statement % 100 == 0:
-                cur.execute("COMMIT")
-                cur.execute("START TRANSACTION")
-        for n, start in enumerate(range(0, len(picked), per_statement), start=1):
-            ids = picked[start:start + per_statement]
-            cur.execute(UPDATE_IDS.format(marks=", ".join(["%s"] * len(ids))), ids)
+        for n, (sql, params) in enumerate(statements, start=1):
+            cur.execute(sql, params)
             if n * per_statement % 100 == 0:
                 cur.execute("COMMIT")
                 cur.execute("START TRANSACTION")

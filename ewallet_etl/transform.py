@@ -115,10 +115,11 @@ def transform_transactions(batch: pa.Table, now: datetime) -> tuple[pa.Table, pa
     Every status is kept (a sale is status SUCCESS), so a transaction that later turns FAILED
     or REFUNDED replaces its earlier SUCCESS row instead of lingering in the sales.
     """
-    unscaled = _unscaled_int64(batch.column("amount"))
-    codes = reject_codes(batch, now, unscaled)
+    amount = batch.column("amount")
+    unscaled = _unscaled_int64(amount)  # None: some value needs Arrow's decimal kernels
+    cents = None if unscaled is None else _to_cents(unscaled, amount.type.scale)
+    codes = reject_codes(batch, now, unscaled, cents)
     rejected = codes != 0
-    cents = None if unscaled is None else _to_cents(unscaled, batch.column("amount").type.scale)
     if rejected.any():
         clean = batch.filter(pa.array(~rejected))
         cents = None if cents is None else cents[~rejected]
@@ -143,23 +144,16 @@ TRANSACTION_RULES = (
 )
 
 
-def reject_reasons(batch: pa.Table, now: datetime) -> np.ndarray:
-    """One reason per row ('' when the row is good); the first failing rule wins."""
-    return np.array(("",) + TRANSACTION_RULES, dtype=object)[reject_codes(batch, now)]
-
-
-def reject_codes(batch: pa.Table, now: datetime,
-                 unscaled: np.ndarray | None = None) -> np.ndarray:
+def reject_codes(batch: pa.Table, now: datetime, unscaled: np.ndarray | None,
+                 cents: np.ndarray | None) -> np.ndarray:
     """One uint8 per row: 0 when the row is good, else 1 + the index of its first failed rule.
-    `unscaled`: the amounts' `_unscaled_int64`, when the caller has it already."""
+    `unscaled` and `cents`: the amounts as `_unscaled_int64` and `_to_cents` give them."""
     amount = batch.column("amount")
-    if unscaled is None:
-        unscaled = _unscaled_int64(amount)
     ttime = _naive_us(batch.column("transaction_time"))
     failing = [
         _null_or_empty(batch.column("transaction_id")),
         _mask(amount.is_null()),
-        *_amount_failures(amount, unscaled),
+        *_amount_failures(amount, unscaled, cents),
         ~_mask(pc.is_in(batch.column("status"), pa.array(KNOWN_STATUSES))),
         ~_mask(pc.equal(batch.column("user_found"), 1)),
         ~_mask(pc.equal(batch.column("merchant_found"), 1)),
@@ -174,12 +168,12 @@ def reject_codes(batch: pa.Table, now: datetime,
     return codes
 
 
-def _amount_failures(amount: pa.ChunkedArray, unscaled: np.ndarray | None) -> list[np.ndarray]:
+def _amount_failures(amount: pa.ChunkedArray, unscaled: np.ndarray | None,
+                     cents: np.ndarray | None) -> list[np.ndarray]:
     """Masks for: negative, over Decimal(18, 2), more than 2 decimals (NULLs pass all three)."""
-    if unscaled is not None:  # the usual case, in integer arithmetic
-        scale = amount.type.scale
-        step = 10 ** max(scale - 2, 0)
-        return [unscaled < 0, _to_cents(unscaled, scale) > MAX_CENTS, (unscaled % step) != 0]
+    if unscaled is not None and cents is not None:  # the usual case, in integer arithmetic
+        step = 10 ** max(amount.type.scale - 2, 0)
+        return [unscaled < 0, cents > MAX_CENTS, (unscaled % step) != 0]
     return [
         _mask(pc.less(amount, pa.scalar(Decimal(0), amount.type))),
         _mask(pc.greater(amount, pa.scalar(MAX_AMOUNT, amount.type))),
