@@ -268,6 +268,16 @@ def incremental_methods(ctx: Ctx, engines: list[str], changed: int) -> list[Meth
     return out
 
 
+NOOP = "no-op run (etl_pipeline.py, nothing changed)"
+
+
+def noop_methods(incremental: list[Method]) -> list[Method]:
+    """The incremental command when nothing changed: what every run costs before its first
+    row (interpreter, imports, the engine, connections, the checkpoint and the audit row)."""
+    return [Method(NOOP, x.engine, "incremental", x.argv, x.env, check=x.check)
+            for x in incremental]
+
+
 def cdc_methods(ctx: Ctx, engines: list[str], events: Path, n_events: int) -> list[Method]:
     client = clickhouse_client(ctx.server)
     argv = [PYTHON, "cdc-stream.py", str(events)]

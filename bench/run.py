@@ -203,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     catch_up = [m.Method(x.name, x.engine, "catch-up", x.argv, x.env) for x in incremental]
     run_group(catch_up, 0, warmup=True)
     check(incremental, gen_data.source_totals(args.source_db))
+    noop = m.noop_methods(incremental)
+    run_group(noop, args.repeat)
+    check(noop, gen_data.source_totals(args.source_db))
+    incremental += noop
 
     cdc: list[m.Method] = []
     if (ROOT / "cdc-stream.py").exists() and args.events:

@@ -49,6 +49,7 @@ def test_bench_runs_every_method_and_each_loads_the_source_exactly(tmp_path: Pat
         ("clickhouse-server", "full", "full load"), ("chdb", "full", "full load"),
         ("clickhouse-server", "full", "full refresh"), ("chdb", "full", "full refresh"),
         ("clickhouse-server", "incremental", "incremental"), ("chdb", "incremental", "incremental"),
+        ("clickhouse-server", "incremental", "no-op run"), ("chdb", "incremental", "no-op run"),
         ("clickhouse-server", "cdc", "CDC replay"), ("chdb", "cdc", "CDC replay"),
         ("clickhouse-server", "scale", "full load"), ("chdb", "scale", "full load"),
     }
@@ -67,6 +68,11 @@ def test_bench_runs_every_method_and_each_loads_the_source_exactly(tmp_path: Pat
         assert all(run["returncode"] == 0 for run in row["runs"]), key
         if key[0] != "source":  # the floor loads nothing
             assert row["check"]["ok"], (key, row["check"])
+    for engine in ("clickhouse-server", "chdb"):  # the no-op run had nothing to read
+        assert got[(engine, "incremental", "no-op run")]["rows_read"] == [0]
+        assert got[(engine, "incremental", "incremental")]["rows_read"] == [600]
+    noop_figures = [t for t in doc["targets"] if t["noop_run"] is not None]
+    assert len(noop_figures) == 4, doc["targets"]  # RSS and incremental, per engine
     assert doc["source"]["rows"] == 5000
     assert {t["target"] for t in doc["targets"]}
     assert out.with_suffix(".md").read_text().count("|") > 50
