@@ -16,6 +16,11 @@ What it guarantees (the README, "What the batch load guarantees", has the long f
   absorbed), saving the checkpoint. Every source step first pings the run's PyMySQL
   connection (`ControlConnection`, opened again if it dropped), which fails at once on a
   refused port, before connectorx (whose pool waits ~30 s on one) is asked.
+* One run per pipeline. The run's control connection holds a MySQL named lock
+  (`source_mysql.run_lock_name`), taken again on every reconnect: a second run of the same
+  pipeline fails at once with `RunInProgress`, before it reads or writes anything. A full
+  refresh checks it still holds the lock right before its hard-delete sweep, whose comparison
+  another run's load would otherwise disturb.
 * Test hooks. `fault_point(name)` SIGKILLs the process when `ETL_KILL_AT` equals `name`:
   after_dimensions, after_first_chunk, after_chunk_<N> (N facts chunks sent on the INSERT; the
   server may not have written them yet), mid_insert (half of the first facts chunk landed, by an
@@ -144,7 +149,7 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
     )
     clock = time.monotonic()
     wh = open_warehouse(settings)  # first, so a run that fails on the source is audited too
-    source = source_mysql.ControlConnection(settings)
+    source = source_mysql.ControlConnection(settings, lock=True)  # one run per pipeline
     try:
         db_now = _plan(settings, source, report, full_refresh)
         log.info("window %s (source now %s)", report.window, db_now.isoformat())
@@ -154,6 +159,9 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
         if full_refresh:  # hard deletes are invisible to the watermark: sweep them here
             from .reconcile import sweep_deletes
 
+            # Still this pipeline's only run (its lock): no other run loads while it compares.
+            with_retries(source.get, f"check the run lock at {source_mysql.where(settings)}",
+                         settings.max_retries)
             report.rows_deleted = sweep_deletes(settings, wh, db_now)
         fault_point("before_checkpoint")
         high = report.window.high

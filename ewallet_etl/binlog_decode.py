@@ -5,8 +5,9 @@ it stops (process-wide meanwhile; nothing else in this process reads the binlog)
 
 1. TableMap cache. The server writes a Table_map event before every rows event and the
    library re-parses its full optional metadata each time (~63% of the reader's time on
-   single-row statements, figures in the README, "Lag and throughput figures"). `TableMapEvent.__init__` now reuses
-   the parsed table when the event's bytes (table id, names, types, metadata) were seen before.
+   single-row statements, figures in the README, "Lag and throughput figures").
+   `TableMapEvent.__init__` now reuses the parsed table when the event's bytes (table id,
+   names, types, metadata) were seen before.
 2. Row decoder. The library decodes every value through a long if-chain per column and row.
    `RowsEvent._fetch_rows` now uses readers compiled once per table, straight from the
    packet's bytes, for the column types of our tables (integers, VARCHAR/CHAR, DECIMAL,

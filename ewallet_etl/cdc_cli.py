@@ -21,7 +21,8 @@ from .config import ConfigError, Settings
 log = logging.getLogger(__name__)
 
 DEFAULT_INPUT = "cdc_events.json"
-SOURCES = ["file", "binlog"]  # binlog: the live reader (binlog.py; README "Live CDC from the binlog")
+# binlog: the live reader (binlog.py; README "Live CDC from the binlog")
+SOURCES = ["file", "binlog"]
 
 
 def _batch_size(text: str) -> int:

@@ -89,7 +89,8 @@ def etl_main(argv: Sequence[str] | None = None) -> int:
         prog="etl_pipeline.py",
         description="Batch ELT: MySQL transactions -> ClickHouse star schema. "
         "Incremental from the checkpoint table by default.",
-        epilog="Exit codes: 0 ok, 1 failed, 2 usage, 3 completed with rejects, 4 reconcile mismatch.",
+        epilog="Exit codes: 0 ok, 1 failed (or another run of the pipeline in progress), "
+        "2 usage, 3 completed with rejects, 4 reconcile mismatch.",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--full-refresh", action="store_true",

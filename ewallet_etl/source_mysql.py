@@ -9,6 +9,7 @@ hand. Every session runs in UTC (`time_zone = '+00:00'`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -70,6 +71,10 @@ class SourceUnavailable(SourceError, TransientError):
     """MySQL could not be reached or dropped the connection."""
 
 
+class RunInProgress(SourceError):
+    """Another run of the same pipeline holds its run lock: this one does nothing."""
+
+
 # Client error codes that mean "the server is not there (any more)": worth a retry.
 UNREACHABLE_CODES = {2003, 2005, 2006, 2013, 2055}
 
@@ -109,10 +114,16 @@ def connect(settings: Settings) -> pymysql.connections.Connection:
 class ControlConnection:
     """A run's one PyMySQL connection for control statements (checkpoint, clock, id checks):
     checked with a ping before each step and opened again if it dropped. One connect per run
-    instead of one per step, and a step still fails at once when MySQL is unreachable."""
+    instead of one per step, and a step still fails at once when MySQL is unreachable.
 
-    def __init__(self, settings: Settings) -> None:
+    With `lock=True` it also holds the pipeline's run lock (`run_lock_name`), a MySQL named
+    lock that lives as long as the connection: taken on every (re)connect without waiting, so
+    a run whose connection dropped while another run took the lock stops at its next step,
+    before its checkpoint. A killed run's lock goes with its connection."""
+
+    def __init__(self, settings: Settings, lock: bool = False) -> None:
         self._settings = settings
+        self._lock = run_lock_name(settings) if lock else None
         self._conn: pymysql.connections.Connection | None = None
 
     def get(self) -> pymysql.connections.Connection:
@@ -122,13 +133,50 @@ class ControlConnection:
                 return self._conn
             except pymysql.MySQLError:
                 self.close()
-        self._conn = connect(self._settings)
+        conn = connect(self._settings)
+        if self._lock is not None:
+            try:
+                _take_run_lock(conn, self._settings, self._lock)
+            except BaseException:
+                conn.close()
+                raise
+        self._conn = conn
         return self._conn
 
     def close(self) -> None:
         if self._conn is not None and self._conn.open:
             self._conn.close()
         self._conn = None
+
+
+# The lock lives as long as its connection. A run that vanished without closing it (a network
+# cut leaves the server's end open) would hold it until the server drops the idle connection:
+# wait_timeout, 8 hours by default. The locking connection asks for this instead; a live run
+# that idles longer (during a long facts stream) simply reconnects and takes the lock again.
+RUN_LOCK_IDLE_SECONDS = 300
+
+
+def run_lock_name(settings: Settings) -> str:
+    """The MySQL named lock of one pipeline on one source database (the server's lock names are
+    server-wide, at most 64 characters: longer ones are hashed)."""
+    name = f"ewallet_etl:{settings.mysql_database}:{settings.pipeline_name}"
+    if len(name) <= 64:
+        return name
+    return "ewallet_etl:" + hashlib.sha256(name.encode()).hexdigest()[:52]
+
+
+def _take_run_lock(conn: pymysql.connections.Connection, settings: Settings, name: str) -> None:
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION wait_timeout = %s", (RUN_LOCK_IDLE_SECONDS,))
+            cur.execute("SELECT GET_LOCK(%s, 0), IS_USED_LOCK(%s)", (name, name))
+            taken, holder = cur.fetchone()
+    except pymysql.MySQLError as exc:
+        raise source_error(settings, exc) from exc
+    if taken != 1:
+        raise RunInProgress(
+            f"another run of pipeline {settings.pipeline_name!r} on {where(settings)} is in "
+            f"progress (MySQL connection {holder} holds the lock {name!r}); this run did nothing")
 
 
 def source_error(settings: Settings, exc: BaseException) -> SourceError:

@@ -1,7 +1,8 @@
 """Crashes and connection faults, with `etl_pipeline.py` run as a real process: SIGKILL at
 fault points during full and incremental loads of 100,000 rows, servers unreachable at start,
-connections dropped mid-run (a TCP proxy the test breaks), the run audit of a failed run, and
-`--reconcile` exit codes. The oracle after every recovery: reconcile plus exact count and sum.
+connections dropped mid-run (a TCP proxy the test breaks), the run audit of a failed run,
+`--reconcile` exit codes, and one run per pipeline. The oracle after every recovery: reconcile
+plus exact count and sum.
 
 Each test has its own warehouse (`isolated`): for chDB a folder of its own, handed to the
 subprocess (`release_chdb`) and reopened afterwards, so a crashed writer never touches a folder
@@ -17,13 +18,14 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from ewallet_etl import source_mysql
 from ewallet_etl.batch import open_warehouse, run_batch
 from ewallet_etl.config import parse_clickhouse_url
 from ewallet_etl.reconcile import compare
 from ewallet_etl.warehouse import release_chdb
 from tests.helpers import (
-    SERVER_URL, ProxyProcess, checkpoint_of, generate_transactions, mysql_exec, run_cli,
-    settings_for, source_totals, unique, warehouse_target, warehouse_totals,
+    SERVER_URL, ProxyProcess, checkpoint_of, generate_transactions, mysql_admin, mysql_exec,
+    run_cli, settings_for, source_totals, unique, warehouse_target, warehouse_totals,
 )
 
 pytestmark = pytest.mark.integration
@@ -266,7 +268,8 @@ def test_bad_rows_make_the_command_exit_3_and_reruns_do_not_pile_up(isolated):
     for args in ((), ("--full-refresh",)):
         proc = run_cli(isolated, *args)
         assert proc.returncode == 3, proc.stderr[-3000:]
-        assert f"rejected={len(BAD_ROWS)}" in proc.stderr and "completed_with_rejects" in proc.stderr
+        assert f"rejected={len(BAD_ROWS)}" in proc.stderr
+        assert "completed_with_rejects" in proc.stderr
         assert "Traceback" not in proc.stderr
     with warehouse(isolated) as wh:
         assert wh.query("SELECT count() FROM analytics_dw.etl_quarantine FINAL") == [
@@ -289,3 +292,76 @@ def test_reconcile_command_exits_0_when_equal_and_4_naming_the_difference(isolat
     assert proc.returncode == 4, proc.stderr
     assert "2025-01-11" in proc.stderr and "'TX1008'" in proc.stderr
     assert PASSWORD not in proc.stdout + proc.stderr
+
+
+# --- 9. one run per pipeline -------------------------------------------------------------------
+
+def hold_run_lock(settings):
+    """What another run of the pipeline holds: its lock, on a connection of its own."""
+    conn = mysql_admin(settings.mysql_database)
+    with conn.cursor() as cur:
+        cur.execute("SELECT GET_LOCK(%s, 0)", (source_mysql.run_lock_name(settings),))
+        assert cur.fetchone() == (1,)
+    return conn
+
+
+def lock_holder(settings) -> int | None:
+    name = source_mysql.run_lock_name(settings)
+    return mysql_exec(settings.mysql_database, "SELECT IS_USED_LOCK(%s)", (name,))[0][0]
+
+
+def kill_connection(settings, thread_id: int) -> None:
+    mysql_exec(settings.mysql_database, "KILL %s", (thread_id,))
+    deadline = time.monotonic() + 10
+    while lock_holder(settings) == thread_id and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_run_while_another_is_in_progress_does_nothing_and_exits_1(isolated):
+    before = checkpoint_of(isolated)
+    other = hold_run_lock(isolated)
+    try:
+        proc = run_cli(isolated, "--full-refresh")
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        assert "another run of pipeline" in proc.stderr and "Traceback" not in proc.stderr
+        assert PASSWORD not in proc.stdout + proc.stderr
+        assert checkpoint_of(isolated) == before
+        with warehouse(isolated) as wh:
+            assert wh.query("SELECT count() FROM analytics_dw.fact_sales") == [(0,)]
+            [(status, error)] = wh.query("SELECT status, error FROM analytics_dw.etl_runs")
+            assert status == "failed" and error.startswith("another run of pipeline"), error
+    finally:
+        other.close()  # the other run ends: its lock goes with its connection
+    proc = run_cli(isolated)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with warehouse(isolated) as wh:
+        assert warehouse_totals(wh) == source_totals(isolated.mysql_database)
+    assert lock_holder(isolated) is None  # released when the run ended
+
+
+def test_the_run_lock_is_taken_again_on_reconnect_unless_another_run_took_it(isolated):
+    control = source_mysql.ControlConnection(isolated, lock=True)
+    first = control.get().thread_id()
+    assert lock_holder(isolated) == first
+    with control.get().cursor() as cur:  # a vanished run's lock lasts minutes, not 8 hours
+        cur.execute("SELECT @@session.wait_timeout")
+        assert cur.fetchone() == (source_mysql.RUN_LOCK_IDLE_SECONDS,)
+    kill_connection(isolated, first)  # the run's connection drops: so does its lock
+    second = control.get().thread_id()
+    assert second != first and lock_holder(isolated) == second
+    kill_connection(isolated, second)
+    other = hold_run_lock(isolated)  # another run starts while this one is disconnected
+    try:
+        with pytest.raises(source_mysql.RunInProgress, match="another run of pipeline"):
+            control.get()  # this run's next step stops it (before any checkpoint)
+    finally:
+        other.close()
+        control.close()
+
+
+def test_run_lock_names_fit_mysql_and_tell_pipelines_and_databases_apart(isolated):
+    name = source_mysql.run_lock_name
+    assert name(isolated) == f"ewallet_etl:{isolated.mysql_database}:{isolated.pipeline_name}"
+    assert name(replace(isolated, pipeline_name="other")) != name(isolated)
+    long_a, long_b = (replace(isolated, pipeline_name="p" * 100 + tail) for tail in "ab")
+    assert len(name(long_a)) == len(name(long_b)) == 64 and name(long_a) != name(long_b)
