@@ -176,7 +176,8 @@ def _take_run_lock(conn: pymysql.connections.Connection, settings: Settings, nam
     if taken != 1:
         raise RunInProgress(
             f"another run of pipeline {settings.pipeline_name!r} on {where(settings)} is in "
-            f"progress (MySQL connection {holder} holds the lock {name!r}); this run did nothing")
+            f"progress (MySQL connection {holder} holds the lock {name!r}); this run stops "
+            f"here and leaves the checkpoint alone")
 
 
 def source_error(settings: Settings, exc: BaseException) -> SourceError:
