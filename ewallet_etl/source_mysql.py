@@ -167,10 +167,8 @@ def run_lock_name(settings: Settings) -> str:
 
 def _take_run_lock(conn: pymysql.connections.Connection, settings: Settings, name: str) -> None:
     try:
-        with conn.cursor() as cur:
-            cur.execute("SET SESSION wait_timeout = %s", (RUN_LOCK_IDLE_SECONDS,))
-            cur.execute("SELECT GET_LOCK(%s, 0), IS_USED_LOCK(%s)", (name, name))
-            taken, holder = cur.fetchone()
+        fetch_one(conn, "SET SESSION wait_timeout = %s", (RUN_LOCK_IDLE_SECONDS,))
+        taken, holder = fetch_one(conn, "SELECT GET_LOCK(%s, 0), IS_USED_LOCK(%s)", (name, name))
     except pymysql.MySQLError as exc:
         raise source_error(settings, exc) from exc
     if taken != 1:
