@@ -6,9 +6,10 @@
 -- microseconds), so loading a row again replaces it. ReplacingMergeTree only collapses versions
 -- when parts merge, at a time nobody controls: read the `v_*` views (or FINAL / argMax), never the
 -- raw tables, for numbers. `_deleted` = 1 marks a row that left the source; views hide it.
--- Monthly partitions, not daily: every insert writes one part per partition it touches and merges
--- never cross partitions, so daily partitions multiply parts on backfills; time-range speed
--- comes from the sort key, which starts with transaction_date.
+-- A ReplacingMergeTree collapses the versions of a row only if they share the sort key and the
+-- partition, so every key and partition expression here is made of columns that never change in
+-- the source (the ids): a transaction whose transaction_time moves to another day replaces its
+-- old row instead of leaving it behind on the old day.
 
 CREATE DATABASE IF NOT EXISTS analytics_dw;
 
@@ -38,9 +39,11 @@ ORDER BY merchant_key;
 
 -- One row per source transaction, whatever its status: a sale is a row with status 'SUCCESS'.
 -- A transaction that turns FAILED or REFUNDED after it was loaded keeps its row with the new
--- status, so it leaves the sales instead of lingering with the old one.
--- transaction_date (part of the key) is taken as immutable: a source row whose transaction_time
--- moves to another day is caught by `etl_pipeline.py --reconcile`.
+-- status, so it leaves the sales instead of lingering with the old one. Keyed by transaction_id
+-- alone, with no partition: transaction_time (and so transaction_date) may be corrected in the
+-- source, and the corrected version must replace the old one, which a key or partition on the
+-- date would keep apart. A version the pipeline refused is written as a tombstone (_deleted = 1)
+-- with that version, so an older good version never stays counted.
 CREATE TABLE IF NOT EXISTS analytics_dw.fact_sales (
     transaction_id   String,
     user_key         UInt64,
@@ -54,8 +57,7 @@ CREATE TABLE IF NOT EXISTS analytics_dw.fact_sales (
     _version         UInt64,
     _deleted         UInt8
 ) ENGINE = ReplacingMergeTree(_version)
-PARTITION BY toYYYYMM(transaction_date)
-ORDER BY (transaction_date, transaction_id);
+ORDER BY transaction_id;
 
 -- Current state, deleted rows hidden: what analysts (and the two query files) read.
 -- FINAL collapses versions at read time, so the answer is right before any merge. The
@@ -108,6 +110,20 @@ CREATE TABLE IF NOT EXISTS analytics_dw.etl_runs (
 ) ENGINE = MergeTree()
 PARTITION BY toYYYYMM(started_at)
 ORDER BY (pipeline, started_at, run_id);
+
+-- Where each batch pipeline's data stands in THIS warehouse: the watermark of the last window
+-- that landed here (microseconds since the epoch, UTC), saved after the window's rows and before
+-- the source's checkpoint. A run starts from the lower of the two, so a fresh warehouse, a second
+-- one or one restored from an older backup gets what it lacks (the source's checkpoint alone
+-- cannot know which warehouse it describes). Read with max(watermark_us).
+CREATE TABLE IF NOT EXISTS analytics_dw.etl_watermarks (
+    pipeline     String,
+    source       String,
+    watermark_us UInt64,
+    saved_at     DateTime('UTC'),
+    run_id       String
+) ENGINE = ReplacingMergeTree(watermark_us)
+ORDER BY (pipeline, source);
 
 -- CDC (cdc-stream.py): the latest state of each source transaction, from change events.
 -- _version is the event's version (microseconds since the epoch for the JSON files, or a binlog
@@ -197,3 +213,17 @@ CREATE TABLE IF NOT EXISTS analytics_dw.cdc_state (
     _version  UInt64
 ) ENGINE = ReplacingMergeTree(_version)
 ORDER BY stream;
+
+-- Which version scheme feeds a CDC replica (ewallet_etl/version_scheme.py, cdc_lineage.py):
+-- 'micros' (JSON replay: microseconds) or 'binlog' (binlog positions). The two do not order
+-- against each other, so the first run that writes cdc_transactions claims it and a run of the
+-- other scheme is refused until `cdc-stream.py --reset-replica` empties the replicas and this
+-- table. The newest row per table_name is the claim.
+CREATE TABLE IF NOT EXISTS analytics_dw.cdc_lineage (
+    table_name String,
+    scheme     String,
+    claimed_by String,
+    claimed_at DateTime('UTC'),
+    _version   UInt64
+) ENGINE = ReplacingMergeTree(_version)
+ORDER BY table_name;

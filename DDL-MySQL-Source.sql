@@ -1,16 +1,20 @@
 -- Source (OLTP) schema of the e-wallet, with the seed data of the write-up's expected-result table.
 -- Runs unchanged on MySQL 8 and MariaDB 10.11, into the database the client selects:
 --   mariadb ewallet_source < DDL-MySQL-Source.sql
--- Every timestamp is UTC: run the server with default-time-zone='+00:00' (the local stack and
--- docker-compose.yml do), so CURRENT_TIMESTAMP columns hold UTC for every writer.
+-- Change columns (created_at, updated_at) are TIMESTAMP(6): the server stores the instant in UTC
+-- whatever the time zone of the server or of the session that writes, so the order of changes
+-- and the batch watermark never depend on a writer's `SET time_zone` (a DATETIME stamped by
+-- CURRENT_TIMESTAMP holds the writer session's wall clock; the pipeline refuses such a change
+-- column, see docs/correctness.md). The pipeline reads them in a UTC session. transaction_time
+-- is business data, a DATETIME holding UTC wall-clock time.
 
 CREATE TABLE IF NOT EXISTS users (
     user_id     INT UNSIGNED NOT NULL,
     name        VARCHAR(100) NOT NULL,
     email       VARCHAR(255) NOT NULL,
     city        VARCHAR(100) NOT NULL DEFAULT '',
-    created_at  DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-    updated_at  DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+    created_at  TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    updated_at  TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
     PRIMARY KEY (user_id),
     KEY idx_users_updated_at (updated_at, user_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
@@ -20,8 +24,8 @@ CREATE TABLE IF NOT EXISTS merchants (
     name        VARCHAR(100) NOT NULL,
     category    VARCHAR(50)  NOT NULL DEFAULT 'Uncategorised',
     city        VARCHAR(100) NOT NULL DEFAULT '',
-    created_at  DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-    updated_at  DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+    created_at  TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    updated_at  TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
     PRIMARY KEY (merchant_id),
     KEY idx_merchants_updated_at (updated_at, merchant_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
@@ -36,8 +40,8 @@ CREATE TABLE IF NOT EXISTS transactions (
     amount           DECIMAL(10,2) NOT NULL,
     status           VARCHAR(16)   NOT NULL,
     transaction_time DATETIME      NOT NULL,
-    created_at       DATETIME(6)   NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-    updated_at       DATETIME(6)   NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+    created_at       TIMESTAMP(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    updated_at       TIMESTAMP(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
     PRIMARY KEY (transaction_id),
     KEY idx_transactions_updated_at (updated_at, transaction_id),
     KEY idx_transactions_time (transaction_time),

@@ -35,7 +35,7 @@ def facts(batch: pa.Table) -> pa.Table:
     batch = batch.set_column(batch.schema.get_field_index("amount"), "amount", amount)
     ones = pa.array([1] * batch.num_rows, pa.int32())
     batch = batch.append_column("user_found", ones).append_column("merchant_found", ones)
-    return transform.transform_transactions(batch, NOW)[0]
+    return transform.transform_transactions(batch)[0]
 
 
 def main(source_db: str, work_dir: str) -> None:

@@ -79,6 +79,9 @@ class RunReport:
     rows_rejected: int = 0
     dimension_rows: int = 0
     rows_deleted: int = 0  # facts tombstoned by a full refresh's hard-delete sweep
+    inferred: int = 0  # users and merchants inferred: facts refer to them, the source lacks them
+    inferred_ids: set[tuple[str, int]] = field(default_factory=set)
+    retracted: int = 0  # tombstones written for refused versions (see transform.retractions)
     status: str = "running"
     error: str = ""
     seconds: float = 0.0
@@ -92,7 +95,8 @@ class RunReport:
     def reset_counts(self) -> None:
         """Before (re)reading the window: a retried read counts its rows once."""
         self.rows_read = self.rows_reread = self.rows_loaded = self.sales = 0
-        self.rows_rejected = self.dimension_rows = 0
+        self.rows_rejected = self.dimension_rows = self.inferred = self.retracted = 0
+        self.inferred_ids = set()
         self.reject_reasons = {}
 
     def summary(self) -> str:
@@ -104,6 +108,7 @@ class RunReport:
             f"loaded={self.rows_loaded} sales={self.sales} filtered={self.filtered} "
             f"rejected={self.rows_rejected} dims={self.dimension_rows} "
             + (f"deleted={self.rows_deleted} " if self.rows_deleted else "")
+            + (f"inferred={self.inferred} " if self.inferred else "")
             + f"watermark {old} -> {new} in {self.seconds:.2f}s"
         )
 
@@ -151,9 +156,9 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
     wh = open_warehouse(settings)  # first, so a run that fails on the source is audited too
     source = source_mysql.ControlConnection(settings, lock=True)  # one run per pipeline
     try:
-        db_now = _plan(settings, source, report, full_refresh)
+        db_now = _plan(settings, source, wh, report, full_refresh)
         log.info("window %s (source now %s)", report.window, db_now.isoformat())
-        with_retries(lambda: _load(settings, source, wh, report, db_now),
+        with_retries(lambda: _load(settings, source, wh, report),
                      f"load the window from MySQL at {source_mysql.where(settings)}",
                      settings.max_retries)
         if full_refresh:  # hard deletes are invisible to the watermark: sweep them here
@@ -165,6 +170,11 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
             report.rows_deleted = sweep_deletes(settings, wh, db_now)
         fault_point("before_checkpoint")
         high = report.window.high
+        # The warehouse's own mark first: a crash between the two saves leaves the lower of
+        # them (the checkpoint) to start from, and the window is read again.
+        _insert(wh, settings, "etl_watermarks", watermark.landed_row(
+            settings.pipeline_name, settings.mysql_database, high, report.run_id,
+            datetime.now(timezone.utc)))
         with_retries(lambda: _save_checkpoint(settings, source, high),
                      f"save the checkpoint in MySQL at {source_mysql.where(settings)}",
                      settings.max_retries)
@@ -182,22 +192,31 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
     return report
 
 
-def _plan(settings: Settings, source: source_mysql.ControlConnection, report: RunReport,
-          full_refresh: bool) -> datetime:
-    """Read the checkpoint, the source's clock and its oldest open transaction; set the window."""
+def _plan(settings: Settings, source: source_mysql.ControlConnection, wh: Warehouse,
+          report: RunReport, full_refresh: bool) -> datetime:
+    """Check the change columns; read the checkpoint, the warehouse's own mark, the source's
+    clock and its oldest open transaction; set the window."""
 
     def attempt() -> tuple[datetime | None, datetime, datetime | None]:
         try:
             conn = source.get()
+            source_mysql.check_change_columns(conn)
             checkpoint = watermark.read_checkpoint(conn, settings.pipeline_name)
             return (checkpoint, source_mysql.db_clock(conn),
                     source_mysql.oldest_open_transaction(conn))
         except pymysql.MySQLError as exc:
             raise source_mysql.source_error(settings, exc) from exc
 
-    checkpoint, db_now, oldest_trx = with_retries(
+    recorded, db_now, oldest_trx = with_retries(
         attempt, f"read the checkpoint from MySQL at {source_mysql.where(settings)}",
         settings.max_retries)
+    landed = with_retries(
+        lambda: watermark.read_landed(wh, settings.pipeline_name, settings.mysql_database),
+        "read the warehouse's watermark", settings.max_retries)
+    checkpoint = watermark.start_point(recorded, landed)
+    if recorded is not None and checkpoint != recorded:
+        log.warning("the warehouse holds data up to %s only (checkpoint %s): loading from there",
+                    landed.isoformat() if landed else "nothing", recorded.isoformat())
     report.old_checkpoint = checkpoint
     if checkpoint is None:
         report.mode = "full"
@@ -211,7 +230,7 @@ def _plan(settings: Settings, source: source_mysql.ControlConnection, report: Ru
 
 
 def _load(settings: Settings, source: source_mysql.ControlConnection, wh: Warehouse,
-          report: RunReport, db_now: datetime) -> None:
+          report: RunReport) -> None:
     """Read the whole window and load it; safe to run again from the start after a failure.
 
     The facts stream through one `insert_stream`: chunks are read and transformed as the
@@ -228,21 +247,25 @@ def _load(settings: Settings, source: source_mysql.ControlConnection, wh: Wareho
                 _insert(wh, settings, table, transform_dim(chunk))
                 report.dimension_rows += chunk.num_rows
         fault_point("after_dimensions")
-        wh.insert_stream("fact_sales", _fact_chunks(settings, conn, wh, report, db_now))
+        wh.insert_stream("fact_sales", _fact_chunks(settings, conn, wh, report))
     except pymysql.MySQLError as exc:
         raise source_mysql.source_error(settings, exc) from exc
 
 
 def _fact_chunks(settings: Settings, conn: pymysql.connections.Connection, wh: Warehouse,
-                 report: RunReport, db_now: datetime) -> Iterator[pa.Table]:
+                 report: RunReport) -> Iterator[pa.Table]:
     """The window's fact rows, chunk by chunk; rejects go to etl_quarantine on the way."""
     window = report.window
     params = {"low": window.low, "high": window.high}
     chunks = source_mysql.stream(settings, source_mysql.TRANSACTIONS_SQL, params)
     for n, chunk in enumerate(with_found_flags(chunks, conn), start=1):
-        facts, rejects = transform.transform_transactions(chunk, db_now)
+        facts, rejects = transform.transform_transactions(chunk)
+        _infer_members(wh, settings, report, chunk)  # before the facts: every key resolves
         if rejects.num_rows:
             _insert(wh, settings, "etl_quarantine", _quarantine(report, rejects))
+            retracted = transform.retractions(rejects)
+            _insert(wh, settings, "fact_sales", retracted)
+            report.retracted += retracted.num_rows
         _count(report, chunk, facts)
         log.debug("chunk %d: %d rows", n, chunk.num_rows)
         if n == 1 and _armed("mid_insert"):  # test hook: half a chunk lands, then the crash
@@ -257,6 +280,28 @@ def _fact_chunks(settings: Settings, conn: pymysql.connections.Connection, wh: W
         if n == 1:
             fault_point("after_first_chunk")
         fault_point(f"after_chunk_{n}")
+
+
+def _infer_members(wh: Warehouse, settings: Settings, report: RunReport,
+                   chunk: pa.Table) -> None:
+    """Inferred members for the users and merchants this chunk refers to that the source has
+    no row of (yet): the facts load now, the real rows replace the members when they come."""
+    for found, ids, infer, table in (
+            ("user_found", "user_id", transform.inferred_users, "dim_users"),
+            ("merchant_found", "merchant_id", transform.inferred_merchants, "dim_merchants")):
+        missing = pc.equal(chunk.column(found), 0)
+        if not pc.any(missing).as_py():
+            continue
+        wanted = {int(i) for i in pc.drop_null(chunk.column(ids).filter(missing)).to_pylist()}
+        new = sorted(i for i in wanted if (ids, i) not in report.inferred_ids)
+        if not new:
+            continue
+        report.inferred_ids.update((ids, i) for i in new)
+        members = infer(np.array(new, dtype=np.uint64))
+        _insert(wh, settings, table, members)
+        report.inferred += members.num_rows
+        log.warning("%d %s referred to by transactions have no row in the source yet: "
+                    "inferred members written", members.num_rows, ids.replace("_id", "s"))
 
 
 def _count(report: RunReport, chunk: pa.Table, facts: pa.Table) -> None:

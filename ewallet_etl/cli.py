@@ -95,8 +95,11 @@ def etl_main(argv: Sequence[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--full-refresh", action="store_true",
                       help="ignore the checkpoint and reload everything (idempotent)")
-    mode.add_argument("--reconcile", action="store_true",
-                      help="compare source and warehouse per day; exit 4 on any difference")
+    mode.add_argument("--reconcile", nargs="?", const="fact_sales", metavar="TABLE",
+                      choices=("fact_sales", "cdc_transactions"),
+                      help="compare the source's transactions with TABLE (fact_sales, the "
+                      "default, or the CDC replica cdc_transactions) per day; exit 4 on any "
+                      "difference")
     parser.add_argument("--debug", action="store_true", help="log stack traces on errors")
     args = parser.parse_args(argv)
     without_pandas()
@@ -107,14 +110,16 @@ def etl_main(argv: Sequence[str] | None = None) -> int:
     log.info("ewallet-etl: %s", settings.describe())
     try:
         if args.reconcile:
-            from .reconcile import reconcile
+            from .reconcile import TARGETS, reconcile
 
-            return EXIT_OK if reconcile(settings) else EXIT_MISMATCH
+            return EXIT_OK if reconcile(settings, TARGETS[args.reconcile]) else EXIT_MISMATCH
         from .batch import run_batch
 
         report = run_batch(settings, full_refresh=args.full_refresh)
     except Exception as exc:
-        return _fail(exc, args.debug)
+        _fail(exc, args.debug)
+        # A source the run cannot read safely (SourceSchemaError) is a usage problem.
+        return getattr(exc, "exit_code", EXIT_FAILED)
     log.info("%s", report.summary())
     return EXIT_REJECTS if report.rows_rejected else EXIT_OK
 

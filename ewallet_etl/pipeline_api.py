@@ -60,9 +60,9 @@ def _transactions(settings: Settings, window: watermark.Window) -> Iterator[pa.T
         conn.close()
 
 
-def transform_data(batch: pa.Table, now: datetime) -> tuple[pa.Table, pa.Table]:
+def transform_data(batch: pa.Table) -> tuple[pa.Table, pa.Table]:
     """Source transactions -> (fact_sales rows, rejects)."""
-    return transform.transform_transactions(batch, now)
+    return transform.transform_transactions(batch)
 
 
 def load_data(warehouse: Warehouse, facts: pa.Table) -> None:

@@ -43,7 +43,7 @@ from typing import Any
 import pyarrow as pa
 import pymysql
 
-from . import source_mysql
+from . import source_mysql, transform
 from .batch import open_warehouse
 from .config import Settings
 from .retry import with_retries
@@ -55,15 +55,16 @@ log = logging.getLogger(__name__)
 HASH_MODULUS = 2**64
 SHOW_IDS = 20  # ids listed per kind and day in the log
 
-SOURCE_DAYS_SQL = """
-SELECT DATE(transaction_time) AS day,
+# A transaction_time that is no date ('0000-00-00') has no day: it joins the NULL "day".
+SOURCE_DAYS_SQL = f"""
+SELECT IF({source_mysql.VALID_TIME}, DATE(t.transaction_time), NULL) AS day,
        COUNT(*),
-       COALESCE(SUM(status = 'SUCCESS'), 0),
-       COALESCE(SUM(IF(status = 'SUCCESS', amount, 0)), 0),
-       COALESCE(SUM(CAST(CONV(LEFT(MD5(CONCAT_WS('|', transaction_id, status,
-                                                 CAST(amount * 100 AS SIGNED))), 16), 16, 10)
+       COALESCE(SUM(t.status = 'SUCCESS'), 0),
+       COALESCE(SUM(IF(t.status = 'SUCCESS', t.amount, 0)), 0),
+       COALESCE(SUM(CAST(CONV(LEFT(MD5(CONCAT_WS('|', t.transaction_id, t.status,
+                                                 CAST(t.amount * 100 AS SIGNED))), 16), 16, 10)
                          AS UNSIGNED)), 0)
-FROM transactions
+FROM transactions AS t
 GROUP BY day
 """
 
@@ -75,15 +76,20 @@ FROM analytics_dw.v_fact_sales
 GROUP BY transaction_date
 """
 
-# Half-open day range on the indexed column; NULL times form their own "day".
-SOURCE_DAY_ROWS_SQL = """
-SELECT transaction_id, status, amount, updated_at FROM transactions
-WHERE transaction_time >= %s AND transaction_time < %s
+# The rows of one day, as the batch extraction reads them: a half-open range on the indexed
+# column (an impossible date such as '2025-02-30' sorts inside a range, hence VALID_TIME);
+# NULL and impossible times form their own "day".
+SOURCE_DAY_ROWS_SQL = source_mysql.TRANSACTIONS_COLUMNS + f"""\
+WHERE t.transaction_time >= %s AND t.transaction_time < %s AND {source_mysql.VALID_TIME}
 """
-SOURCE_NULL_DAY_ROWS_SQL = """
-SELECT transaction_id, status, amount, updated_at FROM transactions
-WHERE transaction_time IS NULL
+SOURCE_NULL_DAY_ROWS_SQL = source_mysql.TRANSACTIONS_COLUMNS + f"""\
+WHERE t.transaction_time IS NULL OR NOT {source_mysql.VALID_TIME}
 """
+SOURCE_ROW_TYPES = {
+    "transaction_id": pa.string(), "user_id": pa.uint64(), "merchant_id": pa.uint64(),
+    "status": pa.string(), "transaction_time": pa.timestamp("us"),
+    "transaction_time_raw": pa.string(), "updated_at": pa.timestamp("us"),
+}
 WAREHOUSE_DAY_ROWS_SQL = """
 SELECT transaction_id, status, amount FROM analytics_dw.v_fact_sales
 WHERE transaction_date = {day:Date}
@@ -127,12 +133,14 @@ class DayDiff:
     missing: list[str] = field(default_factory=list)  # in the source only
     extra: list[str] = field(default_factory=list)  # in the warehouse only
     changed: list[str] = field(default_factory=list)  # other status or amount
+    stale: list[str] = field(default_factory=list)  # refused in the source, older one counted
     quarantined: list[str] = field(default_factory=list)  # explained by etl_quarantine
 
     @property
     def ok(self) -> bool:
         # Totals that differ with no row to show for it would be a bug here: never "ok".
-        return not (self.missing or self.extra or self.changed) and bool(self.quarantined)
+        return (not (self.missing or self.extra or self.changed or self.stale)
+                and bool(self.quarantined))
 
 
 @dataclass
@@ -154,12 +162,38 @@ class Reconciliation:
         return not self.mismatches
 
 
-def reconcile(settings: Settings) -> bool:
-    """Compare source and warehouse; log every differing day; True when they agree."""
-    result = compare(settings)
+@dataclass(frozen=True)
+class Target:
+    """A warehouse table that should equal the source's transactions."""
+    name: str
+    days_sql: str  # per day: rows, sales, sales amount, fingerprint
+    day_rows_sql: str  # one day's (transaction_id, status, amount)
+    # (record_key, _version) of refused rows; None: the refusal rules alone explain an absence
+    quarantined_sql: str | None
+
+
+FACTS = Target("fact_sales", WAREHOUSE_DAYS_SQL, WAREHOUSE_DAY_ROWS_SQL, QUARANTINED_SQL)
+
+# The CDC replica (cdc-stream.py), fed from change events or the binlog: its versions are
+# event versions, not the source's updated_at, so quarantine rows cannot be matched to a
+# source version; a row the batch rules refuse is explained when the replica lacks it.
+REPLICA = Target(
+    "cdc_transactions",
+    WAREHOUSE_DAYS_SQL.replace("transaction_date", "toDate(transaction_time)")
+    .replace("v_fact_sales", "v_cdc_transactions"),
+    "SELECT transaction_id, status, amount FROM analytics_dw.v_cdc_transactions "
+    "WHERE toDate(transaction_time) = {day:Date}",
+    None,
+)
+TARGETS = {target.name: target for target in (FACTS, REPLICA)}
+
+
+def reconcile(settings: Settings, target: Target = FACTS) -> bool:
+    """Compare source and `target`; log every differing day; True when they agree."""
+    result = compare(settings, target)
     for diff in result.diffs:
         (log.info if diff.ok else log.warning)("%s", describe(diff))
-    summary = (f"reconcile: {result.days} days, {result.rows} source transactions, "
+    summary = (f"reconcile {target.name}: {result.days} days, {result.rows} source transactions, "
                f"{len(result.quarantined)} quarantined (absent on purpose)")
     if result.ok:
         log.info("%s: source and warehouse agree", summary)
@@ -169,12 +203,12 @@ def reconcile(settings: Settings) -> bool:
     return result.ok
 
 
-def compare(settings: Settings) -> Reconciliation:
+def compare(settings: Settings, target: Target = FACTS) -> Reconciliation:
     conn = with_retries(lambda: source_mysql.connect(settings),
                         f"connect to MySQL at {source_mysql.where(settings)}", settings.max_retries)
     wh = open_warehouse(settings)
     try:
-        return _compare(settings, conn, wh)
+        return _compare(conn, wh, target)
     except pymysql.MySQLError as exc:
         raise source_mysql.source_error(settings, exc) from exc
     finally:
@@ -183,19 +217,22 @@ def compare(settings: Settings) -> Reconciliation:
         wh.close()
 
 
-def _compare(settings: Settings, conn: Any, wh: Warehouse) -> Reconciliation:
+def _compare(conn: Any, wh: Warehouse, target: Target) -> Reconciliation:
     source = _days(_fetch(conn, SOURCE_DAYS_SQL))
-    warehouse = _days(wh.query(WAREHOUSE_DAYS_SQL))
+    warehouse = _days(wh.query(target.days_sql))
     result = Reconciliation(days=len(source.keys() | warehouse.keys()),
                             rows=sum(t.rows for t in source.values()))
     quarantine: set[tuple[str, int]] | None = None
+    read = False
     for day in sorted(source.keys() | warehouse.keys(), key=lambda d: (d is not None, d)):
         if source.get(day) == warehouse.get(day):
             continue
-        if quarantine is None:  # read once, and only if some day differs
-            quarantine = {(key, int(version)) for key, version in wh.query(QUARANTINED_SQL)}
+        if not read and target.quarantined_sql:  # read once, and only if some day differs
+            quarantine = {(key, int(version))
+                          for key, version in wh.query(target.quarantined_sql)}
+        read = True
         diff = DayDiff(day, source.get(day), warehouse.get(day))
-        _drill(conn, wh, diff, quarantine)
+        _drill(conn, wh, diff, target, quarantine)
         result.diffs.append(diff)
     return result
 
@@ -208,24 +245,39 @@ def _days(rows: list[tuple]) -> dict[date | None, DayTotals]:
     }
 
 
-def _drill(conn: Any, wh: Warehouse, diff: DayDiff, quarantine: set[tuple[str, int]]) -> None:
-    """List the ids that make one day differ."""
+def _drill(conn: Any, wh: Warehouse, diff: DayDiff, target: Target,
+           quarantine: set[tuple[str, int]] | None) -> None:
+    """List the ids that make one day differ.
+
+    A source row that the pipeline's rules refuse now (`transform.refusals`) is explained, not a
+    mismatch, only while nothing of it is counted and etl_quarantine holds it at its current
+    version; if an older version of it is still counted, that version is stale."""
     if diff.day is None:
-        src_rows = _fetch(conn, SOURCE_NULL_DAY_ROWS_SQL)
+        src_rows = _source_rows(conn, SOURCE_NULL_DAY_ROWS_SQL, ())
     else:
-        src_rows = _fetch(conn, SOURCE_DAY_ROWS_SQL, (diff.day, diff.day + timedelta(days=1)))
-    src = {tx: (status, _money(amount), _micros(updated))
-           for tx, status, amount, updated in src_rows}
+        src_rows = _source_rows(conn, SOURCE_DAY_ROWS_SQL,
+                                (diff.day, diff.day + timedelta(days=1)))
+    src = {row["transaction_id"]: (row["status"], _money(row["amount"]),
+                                   _micros(row["updated_at"]), refused)
+           for row, refused in src_rows}
     dw = {} if diff.day is None else {
         tx: (status, _money(amount))
-        for tx, status, amount in wh.query(WAREHOUSE_DAY_ROWS_SQL, {"day": diff.day})
+        for tx, status, amount in wh.query(target.day_rows_sql, {"day": diff.day})
     }
     for tx in sorted(src.keys() | dw.keys()):
         mine, theirs = src.get(tx), dw.get(tx)
-        if mine is not None and theirs == mine[:2]:
+        if mine is not None and mine[3] is None and theirs == mine[:2]:
             continue
-        if mine is not None and (tx, mine[2]) in quarantine:
-            diff.quarantined.append(tx)
+        if mine is not None and mine[3] is not None:  # refused by the rules, now
+            if theirs is not None and target is FACTS:
+                diff.stale.append(tx)
+            elif theirs is not None:  # the replica's own rules may accept it: compare it
+                if theirs != mine[:2]:
+                    diff.changed.append(tx)
+            elif quarantine is None or (tx, mine[2]) in quarantine:
+                diff.quarantined.append(tx)
+            else:
+                diff.missing.append(tx)
         elif theirs is None:
             diff.missing.append(tx)
         elif mine is None:
@@ -234,12 +286,28 @@ def _drill(conn: Any, wh: Warehouse, diff: DayDiff, quarantine: set[tuple[str, i
             diff.changed.append(tx)
 
 
+def _source_rows(conn: Any, sql: str, params: tuple) -> list[tuple[dict[str, Any], str | None]]:
+    """One day's source rows, each with the reason the pipeline refuses it now (or None)."""
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, row)) for row in cur.fetchall()]
+    if not rows:
+        return []
+    columns = {name: pa.array([row[name] for row in rows], SOURCE_ROW_TYPES.get(name))
+               for name in names}
+    if not pa.types.is_decimal(columns["amount"].type):  # every amount NULL
+        columns["amount"] = columns["amount"].cast(pa.decimal128(38, 2))
+    return list(zip(rows, transform.refusals(pa.table(columns))))
+
+
 def describe(diff: DayDiff) -> str:
     parts = [f"reconcile day {diff.day}: source {_totals(diff.source)}, "
              f"warehouse {_totals(diff.warehouse)}"]
     for label, ids in (("missing in warehouse", diff.missing),
                        ("only in warehouse", diff.extra),
                        ("different status/amount", diff.changed),
+                       ("refused in the source but an older version counted", diff.stale),
                        ("quarantined", diff.quarantined)):
         if ids:
             more = f" (+{len(ids) - SHOW_IDS} more)" if len(ids) > SHOW_IDS else ""

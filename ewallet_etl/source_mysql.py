@@ -53,13 +53,34 @@ CHANGED_SINCE_SQL = {
     "merchants": "SELECT 1 FROM merchants WHERE updated_at >= %s LIMIT 1",
 }
 
+# A DATETIME that is no date ('0000-00-00 00:00:00', '2025-02-30 10:00:00': MariaDB stores them
+# under a lax sql_mode) makes date arithmetic NULL; a real one is unchanged by it. The readers
+# (connectorx, PyMySQL) cannot convert such a value, so it is read as NULL with its text beside.
+VALID_TIME = "(t.transaction_time + INTERVAL 0 SECOND <=> t.transaction_time)"
+
 # Facts: the half-open window [low, high) on the change column. Whether each row's user and
 # merchant exist is asked separately (`source_ids`), once per distinct id.
-TRANSACTIONS_SQL = """
+TRANSACTIONS_COLUMNS = f"""
 SELECT t.transaction_id, t.user_id, t.merchant_id, t.amount, t.status,
-       t.transaction_time, t.updated_at
+       IF({VALID_TIME}, t.transaction_time, NULL) AS transaction_time,
+       IF({VALID_TIME}, NULL, CAST(t.transaction_time AS CHAR)) AS transaction_time_raw,
+       t.updated_at
 FROM transactions AS t
+"""
+TRANSACTIONS_SQL = TRANSACTIONS_COLUMNS + """\
 WHERE t.updated_at >= %(low)s AND t.updated_at < %(high)s
+"""
+
+# The change columns the watermark follows. Each must be a TIMESTAMP: the server keeps it as a
+# UTC instant whatever the writer session's time zone. A DATETIME set by CURRENT_TIMESTAMP holds
+# the writer's wall clock: a session at -05:00 writes rows five hours below the checkpoint
+# (never loaded) and a refund older than the sale it replaces.
+CHANGE_COLUMNS = (("users", "updated_at"), ("merchants", "updated_at"),
+                  ("transactions", "updated_at"))
+CHANGE_COLUMN_TYPES_SQL = """
+SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS
+WHERE TABLE_SCHEMA = DATABASE() AND COLUMN_NAME = 'updated_at'
+  AND TABLE_NAME IN ('users', 'merchants', 'transactions')
 """
 
 
@@ -73,6 +94,33 @@ class SourceUnavailable(SourceError, TransientError):
 
 class RunInProgress(SourceError):
     """Another run of the same pipeline holds its run lock: this one does nothing."""
+
+
+class SourceSchemaError(SourceError):
+    """The source's schema cannot be read safely: a usage problem, not a failed run."""
+
+    exit_code = 2
+
+
+def check_change_columns(conn: pymysql.connections.Connection) -> None:
+    """Refuse change columns that are not TIMESTAMPs (see CHANGE_COLUMNS), or missing."""
+    with conn.cursor() as cur:
+        cur.execute(CHANGE_COLUMN_TYPES_SQL)
+        found = {(table, column): kind.lower() for table, column, kind in cur.fetchall()}
+    problems = []
+    for table, column in CHANGE_COLUMNS:
+        kind = found.get((table, column))
+        if kind == "timestamp":
+            continue
+        problems.append(
+            f"{table}.{column} is {kind.upper() if kind else 'missing'}, it must be TIMESTAMP(6) "
+            f"(fix: ALTER TABLE {table} MODIFY {column} TIMESTAMP(6) NOT NULL DEFAULT "
+            f"CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6), in a session whose time_zone "
+            f"is the one the DATETIME values were written in)")
+    if problems:
+        raise SourceSchemaError(
+            "change columns must be TIMESTAMP so that changes written in any time zone are "
+            "ordered and found: " + "; ".join(problems))
 
 
 # Client error codes that mean "the server is not there (any more)": worth a retry.

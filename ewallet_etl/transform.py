@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,7 +32,11 @@ WAREHOUSE_AMOUNT = pa.decimal128(18, 2)
 MAX_AMOUNT = Decimal("9999999999999999.99")  # the largest Decimal(18, 2)
 MAX_CENTS = 999_999_999_999_999_999
 EARLIEST_TRANSACTION = datetime(2000, 1, 1, tzinfo=timezone.utc)
-FUTURE_TOLERANCE = timedelta(days=1)  # clock skew we accept on transaction_time
+# How far transaction_time may lie after the row's own change time (clock skew between the
+# application and the database). Measured from updated_at, not from the clock of the run: a
+# row's verdict then depends on the row alone, so a refused version stays refused until the
+# row changes, which gives it a new version (and a new verdict).
+FUTURE_TOLERANCE = timedelta(days=1)
 
 UTC_SECONDS = pa.timestamp("s", tz="UTC")
 
@@ -109,16 +114,69 @@ def transform_merchants(batch: pa.Table) -> pa.Table:
     })
 
 
-def transform_transactions(batch: pa.Table, now: datetime) -> tuple[pa.Table, pa.Table]:
+def inferred_users(user_ids: np.ndarray) -> pa.Table:
+    """dim_users rows for users a loaded fact refers to but the source has no row of (yet):
+    Kimball's inferred members. Version 0, so the real row replaces it whenever it arrives;
+    empty attributes, so reports show the fact's money under an empty name meanwhile."""
+    ids = np.unique(np.asarray(user_ids, dtype=np.uint64))
+    return pa.table({
+        "user_key": surrogate_keys(ids, "user"), "user_id": ids,
+        **_empty_attributes(len(ids), ("name", "email", "city")),
+    })
+
+
+def inferred_merchants(merchant_ids: np.ndarray) -> pa.Table:
+    """dim_merchants rows for merchants a loaded fact refers to but the source lacks (yet)."""
+    ids = np.unique(np.asarray(merchant_ids, dtype=np.uint64))
+    return pa.table({
+        "merchant_key": surrogate_keys(ids, "merchant"), "merchant_id": ids,
+        **_empty_attributes(len(ids), ("name", "category", "city")),
+    })
+
+
+def _empty_attributes(n: int, names: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        **{name: pa.array([""] * n, pa.string()) for name in names},
+        "updated_at": pa.array(np.zeros(n, dtype=np.int64), pa.int64()).cast(UTC_SECONDS),
+        "_version": np.zeros(n, dtype=np.uint64),
+        "_deleted": np.zeros(n, dtype=np.uint8),
+    }
+
+
+def retractions(rejects: pa.Table) -> pa.Table:
+    """fact_sales tombstones for refused rows: the refused version, `_deleted` = 1. A version
+    refused now replaces whatever older version was loaded, so a stale amount or status never
+    stays counted; the next good version of the row (a newer change) replaces the tombstone."""
+    keep = pc.not_equal(rejects.column("reason"), TRANSACTION_RULES[NO_KEY_RULE - 1])
+    rows = rejects.filter(keep)
+    n = rows.num_rows
+    zeros = np.zeros(n, dtype=np.uint64)
+    return pa.table({
+        "transaction_id": rows.column("record_key"),
+        "user_key": zeros, "merchant_key": zeros,
+        "amount": pa.array([Decimal(0)] * n, WAREHOUSE_AMOUNT),
+        "amount_category": pa.array([""] * n, pa.string()),
+        "status": pa.array([""] * n, pa.string()),
+        "transaction_time": pa.array(np.zeros(n, dtype=np.int64), pa.int64()).cast(UTC_SECONDS),
+        "transaction_date": pa.array(np.zeros(n, dtype=np.int32), pa.date32()),
+        "updated_at": pa.array(np.zeros(n, dtype=np.int64), pa.int64()).cast(UTC_SECONDS),
+        "_version": rows.column("_version"),
+        "_deleted": np.ones(n, dtype=np.uint8),
+    })
+
+
+def transform_transactions(batch: pa.Table) -> tuple[pa.Table, pa.Table]:
     """Source transactions -> (fact_sales rows, rejects with a reason and the raw row).
 
     Every status is kept (a sale is status SUCCESS), so a transaction that later turns FAILED
-    or REFUNDED replaces its earlier SUCCESS row instead of lingering in the sales.
+    or REFUNDED replaces its earlier SUCCESS row instead of lingering in the sales. Whether a
+    row is refused depends on the row alone (`reject_codes`); a refused row's earlier version,
+    if one was loaded, is retracted by the caller (`retractions`).
     """
     amount = batch.column("amount")
     unscaled = _unscaled_int64(amount)  # None: some value needs Arrow's decimal kernels
     cents = None if unscaled is None else _to_cents(unscaled, amount.type.scale)
-    codes = reject_codes(batch, now, unscaled, cents)
+    codes = reject_codes(batch, unscaled, cents)
     rejected = codes != 0
     if rejected.any():
         clean = batch.filter(pa.array(~rejected))
@@ -128,7 +186,19 @@ def transform_transactions(batch: pa.Table, now: datetime) -> tuple[pa.Table, pa
     return _facts(clean, cents), _rejects(batch, codes, rejected, "transaction_id")
 
 
+def refusals(batch: pa.Table) -> list[str | None]:
+    """Per source row, the reason `transform_transactions` refuses it, or None: the same rules,
+    for reconciliation to tell a refusal that still holds from one the source has fixed."""
+    amount = batch.column("amount")
+    unscaled = _unscaled_int64(amount)
+    cents = None if unscaled is None else _to_cents(unscaled, amount.type.scale)
+    return [TRANSACTION_RULES[code - 1] if code else None
+            for code in reject_codes(batch, unscaled, cents).tolist()]
+
+
 # Why a transaction row is rejected; a row's code is 1 + the index of the first rule it fails.
+# Each rule looks at the row alone: not at the clock, not at other tables. A user or merchant
+# that has no row (yet) is not a reason: the fact loads with an inferred member (`inferred_*`).
 TRANSACTION_RULES = (
     "transaction_id is empty",
     "amount is NULL",
@@ -136,30 +206,36 @@ TRANSACTION_RULES = (
     "amount exceeds Decimal(18, 2)",
     "amount has more than 2 decimals",
     "unknown status",
-    "user_id has no row in users",
-    "merchant_id has no row in merchants",
+    "transaction_time is not a valid date",
     "transaction_time is NULL",
     "transaction_time before 2000-01-01",
-    "transaction_time more than a day in the future",
+    "transaction_time more than a day after updated_at",
 )
+NO_KEY_RULE = 1  # the code of a row without an id: nothing to retract
+# The extraction reads an impossible DATETIME ('0000-00-00', '2025-02-30') as NULL and its text
+# in this column (source_mysql.TRANSACTIONS_SQL); batches without it have no such rows.
+RAW_TIME = "transaction_time_raw"
 
 
-def reject_codes(batch: pa.Table, now: datetime, unscaled: np.ndarray | None,
+def reject_codes(batch: pa.Table, unscaled: np.ndarray | None,
                  cents: np.ndarray | None) -> np.ndarray:
     """One uint8 per row: 0 when the row is good, else 1 + the index of its first failed rule.
     `unscaled` and `cents`: the amounts as `_unscaled_int64` and `_to_cents` give them."""
     amount = batch.column("amount")
     ttime = _naive_us(batch.column("transaction_time"))
+    latest = pc.add(_naive_us(batch.column("updated_at")),
+                    pa.scalar(FUTURE_TOLERANCE, pa.duration("us")))
+    impossible = (_mask(batch.column(RAW_TIME).is_valid()) if RAW_TIME in batch.column_names
+                  else np.zeros(batch.num_rows, dtype=bool))
     failing = [
         _null_or_empty(batch.column("transaction_id")),
         _mask(amount.is_null()),
         *_amount_failures(amount, unscaled, cents),
         ~_mask(pc.is_in(batch.column("status"), pa.array(KNOWN_STATUSES))),
-        ~_mask(pc.equal(batch.column("user_found"), 1)),
-        ~_mask(pc.equal(batch.column("merchant_found"), 1)),
+        impossible,
         _mask(ttime.is_null()),
         _mask(pc.less(ttime, _naive_scalar(EARLIEST_TRANSACTION))),
-        _mask(pc.greater(ttime, _naive_scalar(now + FUTURE_TOLERANCE))),
+        _mask(pc.greater(ttime, latest)),
     ]
     codes = np.zeros(batch.num_rows, dtype=np.uint8)
     if np.logical_or.reduce(failing).any():  # rare: skip the per-rule pass over good chunks

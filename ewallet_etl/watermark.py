@@ -13,6 +13,13 @@ Rule (for change column `updated_at`, stamped by the source database):
   idempotent load: ReplacingMergeTree keeps one row per key, versioned by the change time.
 * The new checkpoint is `high`, saved only after the window's rows have landed; it never
   moves backwards (the save keeps the greater value; resetting it is a deliberate UPDATE).
+* The checkpoint lives in the source (the write-up's `checkpoint` table: resetting it to 1970
+  still forces a full load), and the warehouse keeps its own mark of what landed in it
+  (`etl_watermarks`). A run starts from the lower of the two (`start_point`): the source's
+  checkpoint alone cannot tell a fresh, second or restored warehouse from the one it describes.
+  The mark is saved after the window landed and before the checkpoint.
+* Change times are TIMESTAMP columns read in a UTC session (`source_mysql.CHANGE_COLUMNS`), so
+  the window, the checkpoint and the versions are UTC instants whatever zone a writer used.
 * Rows whose change time is below the checkpoint when they become visible are missed unless
   the overlap still covers them: the INNODB_TRX cap prevents that for transactions open when
   the window is planned; the overlap covers the rest (no PROCESS privilege, a statement not yet
@@ -25,9 +32,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+import pyarrow as pa
 import pymysql
 
 from .source_mysql import fetch_one
+from .warehouse import Warehouse
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 TRX_MARGIN = timedelta(seconds=1)  # trx_started has whole seconds
@@ -57,6 +66,45 @@ def next_window(
         return Window(EPOCH, max(high, EPOCH))
     low = max(checkpoint - overlap, EPOCH)
     return Window(low, max(high, checkpoint))
+
+
+def start_point(checkpoint: datetime | None, landed: datetime | None) -> datetime | None:
+    """Where a run starts: the lower of the source's checkpoint and the warehouse's own mark;
+    None (a full load) when either is missing."""
+    if checkpoint is None or landed is None:
+        return None
+    return min(checkpoint, landed)
+
+
+LANDED_SQL = """
+SELECT max(watermark_us), count() FROM analytics_dw.etl_watermarks
+WHERE pipeline = {pipeline:String} AND source = {source:String}
+"""
+FACTS_PRESENT_SQL = "SELECT count() FROM analytics_dw.fact_sales"
+
+
+def read_landed(wh: Warehouse, pipeline: str, source: str) -> datetime | None:
+    """The watermark of the last window of `pipeline` from `source` that landed in this
+    warehouse; None if none did, or if its fact table is empty (emptied or replaced since)."""
+    ((micros, marks),) = wh.query(LANDED_SQL, {"pipeline": pipeline, "source": source})
+    if not marks:
+        return None
+    ((facts,),) = wh.query(FACTS_PRESENT_SQL)
+    if not facts:
+        return None
+    return EPOCH + timedelta(microseconds=int(micros))
+
+
+def landed_row(pipeline: str, source: str, value: datetime, run_id: str,
+               saved_at: datetime) -> pa.Table:
+    """The etl_watermarks row saying that `pipeline`'s data up to `value` landed."""
+    micros = (value.astimezone(timezone.utc) - EPOCH) // timedelta(microseconds=1)
+    return pa.table({
+        "pipeline": [pipeline], "source": [source],
+        "watermark_us": pa.array([micros], pa.uint64()),
+        "saved_at": pa.array([saved_at.astimezone(timezone.utc)], pa.timestamp("s", tz="UTC")),
+        "run_id": [run_id],
+    })
 
 
 def read_checkpoint(conn: pymysql.connections.Connection, pipeline: str) -> datetime | None:

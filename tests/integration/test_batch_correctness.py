@@ -248,15 +248,16 @@ BAD_ROWS = {
                  "amount exceeds Decimal(18, 2)"),
     "TXB-STATUS": (1, 1, "10.00", "CHARGEBACK", "2025-01-13 10:00:00", "unknown status"),
     NASTY_ID: (1, 1, "10.00", "W'EIRD", "2025-01-13 10:00:00", "unknown status"),
-    "TXB-NOUSER": (999, 1, "10.00", "SUCCESS", "2025-01-13 10:00:00",
-                   "user_id has no row in users"),
-    "TXB-NOMERCH": (1, 999, "10.00", "SUCCESS", "2025-01-13 10:00:00",
-                    "merchant_id has no row in merchants"),
     "TXB-1900": (1, 1, "10.00", "SUCCESS", "1900-01-01 00:00:00",
                  "transaction_time before 2000-01-01"),
     "TXB-2999": (1, 1, "10.00", "SUCCESS", "2999-01-01 00:00:00",
-                 "transaction_time more than a day in the future"),
+                 "transaction_time more than a day after updated_at"),
     "TXB-NULLTIME": (1, 1, "10.00", "SUCCESS", None, "transaction_time is NULL"),
+}
+# Not bad: a user or merchant without a row (yet) gets an inferred member, the fact loads.
+ORPHAN_ROWS = {
+    "TXB-NOUSER": (999, 1, "10.00", "SUCCESS", "2025-01-13 10:00:00"),
+    "TXB-NOMERCH": (1, 999, "10.00", "SUCCESS", "2025-01-13 10:00:00"),
 }
 
 
@@ -271,6 +272,8 @@ def insert_bad_rows(db: str) -> None:
         cur.execute("SET FOREIGN_KEY_CHECKS = 0")
         for tx, (user, merchant, amount, status, when, _) in BAD_ROWS.items():
             cur.execute(INSERT_TX, (tx, user, merchant, amount, status, when))
+        for tx, row in ORPHAN_ROWS.items():
+            cur.execute(INSERT_TX, (tx, *row))
         cur.execute(INSERT_TX, ("TXB-GOOD", 3, 3, "42.00", "SUCCESS", "2025-01-13 10:00:00"))
     conn.close()
 
@@ -279,8 +282,8 @@ def test_bad_rows_are_quarantined_with_reason_and_raw_row_and_counted(settings, 
     insert_bad_rows(settings.mysql_database)
     report = run_batch(settings)
     assert (report.status, report.rows_read, report.rows_loaded) == ("completed_with_rejects",
-                                                                      15, 5)
-    assert report.rows_rejected == len(BAD_ROWS)
+                                                                      15, 7)
+    assert report.rows_rejected == len(BAD_ROWS) and report.inferred == 2
     assert sum(report.reject_reasons.values()) == len(BAD_ROWS)
     rows = wh.query("SELECT record_key, reason, raw FROM analytics_dw.etl_quarantine FINAL")
     assert {key: reason for key, reason, _ in rows} == {
@@ -290,12 +293,15 @@ def test_bad_rows_are_quarantined_with_reason_and_raw_row_and_counted(settings, 
     assert raws["TXB-HUGE"]["amount"].startswith("123456789012345678.99")
     assert fact(wh, "TXB-GOOD") == ("SUCCESS", Decimal("42.00"), "Low")
     assert all(fact(wh, tx) is None for tx in BAD_ROWS)
+    assert fact(wh, "TXB-NOUSER") == fact(wh, "TXB-NOMERCH") == ("SUCCESS", Decimal("10.00"),
+                                                                 "Low")
+    assert wh.query("SELECT name FROM analytics_dw.v_dim_users WHERE user_id = 999") == [("",)]
     audit = wh.query("SELECT mode, window_from, window_to, rows_read, rows_loaded, "
                      "rows_rejected, status, seconds > 0 "
                      "FROM analytics_dw.etl_runs WHERE run_id = {id:String}",
                      {"id": report.run_id})
     assert audit == [("full", "1970-01-01T00:00:00+00:00", report.window.high.isoformat(),
-                      15, 5, len(BAD_ROWS), "completed_with_rejects", 1)]
+                      15, 7, len(BAD_ROWS), "completed_with_rejects", 1)]
 
     run_batch(settings, full_refresh=True)  # reads every bad row again
     assert wh.query("SELECT count() FROM analytics_dw.etl_quarantine FINAL") == [(len(BAD_ROWS),)]
@@ -386,7 +392,7 @@ def _plant(wh, tx: str, user: int, merchant: int, amount: str, status: str, when
         "updated_at": pa.array([version], pa.timestamp("us")),
         "user_found": [1], "merchant_found": [1],
     })
-    facts, rejects = transform.transform_transactions(source_row, datetime.now(timezone.utc))
+    facts, rejects = transform.transform_transactions(source_row)
     assert rejects.num_rows == 0
     wh.insert("fact_sales", facts)
 
@@ -410,11 +416,11 @@ def test_reconcile_names_the_days_and_ids_that_differ(settings, wh, caplog):
         assert needle in caplog.text
 
 
-def test_hard_deletes_and_moved_days_are_caught_by_reconcile_and_swept_by_full_refresh(
+def test_hard_deletes_are_caught_by_reconcile_and_swept_by_full_refresh_moved_days_replace(
         settings, wh):
-    """A DELETE never bumps updated_at, and transaction_date is in fact_sales' key (a changed
-    day leaves the old row): incremental runs cannot see either; reconcile names them and
-    --full-refresh tombstones them."""
+    """A DELETE never bumps updated_at: incremental runs cannot see it; reconcile names it and
+    --full-refresh tombstones it. A changed day is an ordinary change (fact_sales is keyed by
+    the id alone): the incremental run replaces the old day's row."""
     db = settings.mysql_database
     run_batch(settings)
     mysql_exec(db, "UPDATE transactions SET transaction_time = '2025-01-12 09:45:00' "
@@ -422,10 +428,9 @@ def test_hard_deletes_and_moved_days_are_caught_by_reconcile_and_swept_by_full_r
     mysql_exec(db, "DELETE FROM transactions WHERE transaction_id = 'TX1001'")
     run_batch(settings)
     result = compare(settings)
-    assert [(d.day, d.extra) for d in result.mismatches] == [
-        (date(2025, 1, 10), ["TX1001"]), (date(2025, 1, 11), ["TX1008"])]
+    assert [(d.day, d.extra) for d in result.mismatches] == [(date(2025, 1, 10), ["TX1001"])]
     report = run_batch(settings, full_refresh=True)
-    assert report.rows_deleted == 2 and "deleted=2" in report.summary()
+    assert report.rows_deleted == 1 and "deleted=1" in report.summary()
     assert reconcile(settings)
     assert wh.query("SELECT transaction_id, toString(transaction_date) "
                     "FROM analytics_dw.v_fact_sales ORDER BY transaction_id") == [

@@ -157,7 +157,7 @@ def test_the_write_ups_flat_functions_load_the_seed(settings, wh):
     window, chunks = etl.extract_data(None, settings)
     loaded = 0
     for chunk in chunks:
-        facts, rejects = etl.transform_data(chunk, window.high)
+        facts, rejects = etl.transform_data(chunk)
         assert rejects.num_rows == 0
         etl.load_data(wh, facts)
         loaded += facts.num_rows

@@ -37,7 +37,7 @@ def _arrow_path(batch: pa.Table) -> tuple[pa.Table, pa.Table]:
     original = transform._unscaled_int64
     transform._unscaled_int64 = lambda amount: None
     try:
-        return transform.transform_transactions(batch, NOW)
+        return transform.transform_transactions(batch)
     finally:
         transform._unscaled_int64 = original
 
@@ -58,7 +58,7 @@ def test_fast_path_matches_arrow_decimal_kernels(values: list[Decimal | None], s
     quantum = Decimal(1).scaleb(-scale)
     values = [None if v is None else v.quantize(quantum) for v in values]
     batch = _batch(values, scale)
-    facts, rejects = transform.transform_transactions(batch, NOW)
+    facts, rejects = transform.transform_transactions(batch)
     want_facts, want_rejects = _arrow_path(batch)
     assert facts.equals(want_facts)
     assert rejects.column("reason").to_pylist() == want_rejects.column("reason").to_pylist()
@@ -78,5 +78,5 @@ def test_fast_path_is_taken_for_scale_10_amounts_and_declined_beyond_64_bits():
     (None, "amount is NULL"),
 ])
 def test_fast_path_rejects_with_the_rule_s_reason(amount: Decimal | None, reason: str):
-    facts, rejects = transform.transform_transactions(_batch([amount], 10), NOW)
+    facts, rejects = transform.transform_transactions(_batch([amount], 10))
     assert facts.num_rows == 0 and rejects.column("reason").to_pylist() == [reason]
