@@ -36,7 +36,7 @@ from . import binlog_apply, cdc
 from .batch import fault_point, open_warehouse
 from .binlog_decode import fast_decoding
 from .binlog_source import (
-    TABLE_KEYS, binary_logs, consistent_snapshot, control_connection,
+    TABLE_KEYS, UnreplicableStatement, binary_logs, consistent_snapshot, control_connection,
     master_position, open_reader, read_changes, snapshot_events, snapshot_rows,
 )
 from .binlog_state import (
@@ -169,6 +169,7 @@ class Streamer:
         self.pending: list[ChangeEvent] = []
         self.boundary: Position | None = None
         self.saved: Position | None = None
+        self.held_since: Position | None = None  # start of a prepared, unresolved XA
         self.batch_started = time.monotonic()
         self.last_ts = 0
 
@@ -184,20 +185,30 @@ class Streamer:
             if exc.args and exc.args[0] in UNREACHABLE_CODES:
                 raise SourceUnavailable(f"binlog stream: {exc.args[-1]}") from exc
             raise
+        except UnreplicableStatement as stop:
+            self.flush()  # what came before the statement lands; the position stays before it
+            stop.saved = self.saved
+            raise
         finally:
             reader.close()
         self.flush()
+        if self.held_since is not None:
+            log.info("a prepared XA transaction is not resolved yet: the saved position waits "
+                     "at its start, %s", self.held_since)
 
     def _consume(self, reader: Any, start: Position, end: Position | None) -> None:
         limit = self.settings.cdc_batch_events
-        for kind, payload, ts in read_changes(reader, start):
+        for kind, payload, ts in read_changes(reader, start, self.settings.mysql_database):
             if kind == "rows":
                 self.pending.extend(payload)
                 self.last_ts = ts or self.last_ts
-            elif kind == "boundary":
-                self.boundary = payload
+            elif kind == "truncate":
+                self.truncate(*payload)
+            elif kind == "boundary":  # save `resume`: never past a prepared XA transaction
+                self.boundary = payload.resume
+                self.held_since = payload.resume if payload.resume < payload.at else None
                 self.last_ts = ts or self.last_ts
-                if end is not None and payload >= end:
+                if end is not None and payload.at >= end:
                     self.report.stop_reason = "reached the end position"
                     return
             if self.stop.is_set():
@@ -207,6 +218,15 @@ class Streamer:
             if len(self.pending) >= limit or age >= self.settings.cdc_batch_ms:
                 self.flush()
         self.report.stop_reason = self.report.stop_reason or "reached the end of the binlog"
+
+    def truncate(self, table: str, at: Position) -> None:
+        """Replicate a TRUNCATE that ends at `at`: the batch read before it lands first (its
+        rows are truncated too), then every current row of the table older than the TRUNCATE
+        gets a tombstone at its version; later rows have higher versions and stay."""
+        self.flush()
+        gone = binlog_apply.tombstone_older(self.wh, table, version(at), self.settings,
+                                            self.report.apply)
+        log.info("TRUNCATE %s at %s: %d replica rows deleted", table, at, gone)
 
     def flush(self) -> None:
         """Apply what is pending, then save the last boundary (data first, position second)."""
@@ -247,6 +267,9 @@ def run_binlog(settings: Settings, follow: bool = False, resnapshot: bool = Fals
         conn.close()
     wh = open_warehouse(settings)
     try:
+        refused = cdc.claim_for_binlog(wh, report_host)  # one version scheme per replica
+        if refused:
+            raise PreflightError([refused])
         saved = read_position(wh, settings.cdc_stream_name)
         state_version = saved.version if saved else 0
         if saved is None or resnapshot:
@@ -301,6 +324,9 @@ def binlog_main(settings: Settings, follow: bool = False, resnapshot: bool = Fal
     except PreflightError as exc:
         for problem in exc.problems:
             log.error("binlog preflight: %s", problem)
+        return EXIT_USAGE
+    except UnreplicableStatement as exc:  # needs a decision (--resnapshot): like a lost position
+        log.error("binlog stream stopped: %s", exc)
         return EXIT_USAGE
     except Exception as exc:
         log.error("failed: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,

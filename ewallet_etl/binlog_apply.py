@@ -4,11 +4,14 @@
   quarantine: one apply path for the JSON replay and the binlog).
 * users, merchants -> `cdc_users`, `cdc_merchants` here, the same way: validate (`BadEvent`
   with a reason; nothing defaulted), reduce to the last version per key (`cdc.reduce_changes`),
-  one Arrow insert per table, rejects to `etl_quarantine`. DATETIME(6) columns are kept as
-  exact microseconds; the source's wall-clock DATETIME is read as UTC (the source runs UTC).
+  one Arrow insert per table, rejects to `etl_quarantine`. created_at/updated_at are kept as
+  exact microseconds since the epoch: TIMESTAMP(6) columns arrive as naive UTC datetimes from
+  both the binlog decoders and the snapshot (read in a UTC session), so the writer's and this
+  host's time zones play no part; a DATETIME(6) is read as UTC wall-clock time.
 
 A delete is a tombstone row (`_deleted` = 1) at the delete's version. `tombstone_older` ends
-rows a re-snapshot did not find: the source deleted them while the stream was not running.
+rows older than a version: those a re-snapshot did not find (the source deleted them while
+the stream was not running), and every row a replicated TRUNCATE removed.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import pyarrow as pa
 from . import cdc
 from .batch import quarantine_rows
 from .config import Settings
-from .events import BadEvent, ChangeEvent, Op, Reject
+from .events import BadEvent, BadRow, ChangeEvent, Op, Reject
 from .retry import with_retries
 from .warehouse import Warehouse
 
@@ -120,6 +123,9 @@ def _validate(events: Sequence[ChangeEvent], convert: Any) -> tuple[list, list[R
     for event in events:
         try:
             valid.append(convert(event))
+        except BadRow as exc:  # a refused transaction row retracts the key's older versions
+            rejects.append(cdc.event_reject(event, str(exc)))
+            valid.append(cdc.retraction(event))
         except BadEvent as exc:
             rejects.append(cdc.event_reject(event, str(exc)))
     return valid, rejects
@@ -159,7 +165,8 @@ WHERE _deleted = 0 AND _version < {{snapshot:UInt64}}
 
 def tombstone_older(wh: Warehouse, table: str, snapshot_version: int, settings: Settings,
                     report: cdc.CdcReport) -> int:
-    """Delete replica rows older than a snapshot that did not contain them (re-snapshot)."""
+    """Tombstone the current replica rows older than `snapshot_version`, at that version:
+    rows a re-snapshot did not contain, or every row before a TRUNCATE (its version)."""
     replica, key = REPLICAS[table]
     stale = wh.query(STALE_SQL.format(key=key, replica=replica), {"snapshot": snapshot_version})
     if stale:

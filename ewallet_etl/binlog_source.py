@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from datetime import datetime
 from typing import Any, Iterator
 
 import pymysql
 import pymysql.cursors
 from pymysql.connections import Connection
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.constants import NONE_SOURCE
+from pymysqlreplication.constants import FIELD_TYPE, NONE_SOURCE
 from pymysqlreplication.event import (
-    FormatDescriptionEvent, GtidEvent, HeartbeatLogEvent, MariadbGtidEvent, QueryEvent,
-    RotateEvent, XidEvent,
+    ExecuteLoadQueryEvent, FormatDescriptionEvent, GtidEvent, HeartbeatLogEvent,
+    MariadbGtidEvent, QueryEvent, RotateEvent, XAPrepareEvent, XidEvent,
 )
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-from .binlog_state import BoundaryTracker, Position, version
+from .binlog_state import Boundary, BoundaryTracker, Position, XaHold, version
+from .binlog_statements import Action, classify, xa_resolution, xa_start
 from .config import Settings
 from .events import ChangeEvent, Op
 from .retry import TransientError
@@ -44,8 +46,12 @@ log = logging.getLogger(__name__)
 TABLE_KEYS = {"transactions": "transaction_id", "users": "user_id", "merchants": "merchant_id"}
 WANTED_EVENTS = [
     RotateEvent, FormatDescriptionEvent, GtidEvent, MariadbGtidEvent, QueryEvent, XidEvent,
-    WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, HeartbeatLogEvent,
+    XAPrepareEvent, ExecuteLoadQueryEvent, WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent,
+    HeartbeatLogEvent,
 ]
+FL_PREPARED_XA = 64  # MariaDB GTID flag: the group is an XA transaction ending in XA PREPARE
+TIMESTAMP_TYPES = (FIELD_TYPE.TIMESTAMP, FIELD_TYPE.TIMESTAMP2)
+ZERO_TIMESTAMP = datetime(1970, 1, 1)  # how both decoders give TIMESTAMP 0 (0000-00-00)
 # The dump session may wait on a slow apply; the server's 60 s default would cut it off.
 DUMP_SESSION = "SET SESSION net_write_timeout = 600, net_read_timeout = 600"
 
@@ -56,6 +62,22 @@ class StreamInterrupted(TransientError):
 
 class StreamError(SourceError):
     """The binlog holds something we must not apply (an incomplete or nameless row image)."""
+
+
+class UnreplicableStatement(StreamError):
+    """A statement changes a replicated table without row events (binlog_statements.py): the
+    stream stops before it; `saved` is filled in by the streamer once the batch before it
+    landed."""
+
+    def __init__(self, kind: str, table: str, position: Position) -> None:
+        super().__init__(kind, table, str(position))
+        self.kind, self.table, self.position = kind, table, position
+        self.saved: Position | None = None
+
+    def __str__(self) -> str:
+        return (f"{self.kind} on {self.table} at {self.position} cannot be replicated (it "
+                f"changes rows without row events); position saved at {self.saved} (before "
+                f"it): to go on, run cdc-stream.py --source binlog --resnapshot")
 
 
 def _mysql_error(settings: Settings, exc: pymysql.MySQLError) -> SourceError:
@@ -199,50 +221,112 @@ def row_changes(event: Any, end: Position) -> list[ChangeEvent]:
     if any(c.name is None or c.name.startswith("UNKNOWN_COL") for c in event.columns):
         raise StreamError("a rows event has no column names: set binlog_row_metadata=FULL "
                           "(the events written before that cannot be replicated: --resnapshot)")
+    stamps = [c.name for c in event.columns if getattr(c, "type", None) in TIMESTAMP_TYPES]
     changes: list[ChangeEvent] = []
     for index, row in enumerate(event.rows):
         v = version(end, index)
         if isinstance(event, UpdateRowsEvent):
-            before, after = _checked(row, "before_"), _checked(row, "after_")
+            before = _checked(row, "before_", stamps)
+            after = _checked(row, "after_", stamps)
             if before[key] != after[key]:  # a key change: the old key leaves
                 changes.append(ChangeEvent(Op.DELETE, table, str(before[key]), before, v))
             changes.append(ChangeEvent(Op.UPDATE, table, str(after[key]), after, v))
         else:
-            values = _checked(row, "")
+            values = _checked(row, "", stamps)
             op = Op.DELETE if isinstance(event, DeleteRowsEvent) else Op.INSERT
             changes.append(ChangeEvent(op, table, str(values[key]), values, v))
     return changes
 
 
-def _checked(row: dict[str, Any], prefix: str) -> dict[str, Any]:
+def _checked(row: dict[str, Any], prefix: str, stamps: list[str]) -> dict[str, Any]:
     none_sources = row.get(prefix + "none_sources")
     if none_sources and NONE_SOURCE.COLS_BITMAP in none_sources.values():
         raise StreamError("a rows event has an incomplete row image: set binlog_row_image=FULL "
                           "(and check no session sets it to MINIMAL)")
-    return row[prefix + "values"]
+    values = row[prefix + "values"]
+    zero = [name for name in stamps if _is_zero_timestamp(values.get(name))]
+    return {**values, **dict.fromkeys(zero)} if zero else values
 
 
-def read_changes(reader: BinLogStreamReader, start: Position) -> Iterator[tuple[str, Any, int]]:
-    """Yield ("rows", [ChangeEvent], ts), ("boundary", Position, ts) after every transaction
-    and ("tick", None, ts) on heartbeats; ts is the event's source timestamp (0 if none)."""
-    file, tracker = start.file, BoundaryTracker()
+def _is_zero_timestamp(value: Any) -> bool:
+    """TIMESTAMP 0 is the zero date (or a value out of range the server stored as zero; the
+    range starts at 1970-01-01 00:00:01 UTC): None, so the apply rejects it, never 1970."""
+    return isinstance(value, datetime) and value.replace(microsecond=0) == ZERO_TIMESTAMP
+
+
+def read_changes(reader: BinLogStreamReader, start: Position,
+                 database: str | None = None) -> Iterator[tuple[str, Any, int]]:
+    """Yield ("rows", [ChangeEvent], ts) of committed changes, ("truncate", (table, Position),
+    ts) for a TRUNCATE of a replicated table, ("boundary", Boundary, ts) after every event
+    group, and ("tick", None, ts) on heartbeats; ts is the event's source timestamp (0 if
+    none). Raises UnreplicableStatement at a statement the replica cannot follow. `database`:
+    the replicated tables' database (None: a table name in any database counts).
+    Rows of an XA transaction are held from its PREPARE to its COMMIT (XaHold)."""
+    file, tracker, held, last = start.file, BoundaryTracker(), XaHold(), start
     for event in reader:
         end = Position.of(file, event.packet.log_pos) if event.packet.log_pos else None
+        ts, ended = event.timestamp, False
         if isinstance(event, RotateEvent):
             file = event.next_binlog
             if event.timestamp:  # a real rotation (the dump's opening one has no timestamp)
-                yield "boundary", Position.of(file, event.position), event.timestamp
+                end, ended = Position.of(file, event.position), True
         elif isinstance(event, (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)):
-            yield "rows", row_changes(event, end), event.timestamp
-        elif isinstance(event, XidEvent):
-            tracker.xid()
-            yield "boundary", end, event.timestamp
-        elif isinstance(event, QueryEvent):
-            if tracker.query(event.query):
-                yield "boundary", end, event.timestamp
+            if changes := held.rows(row_changes(event, end)):
+                yield "rows", changes, ts
+        elif isinstance(event, (XidEvent, XAPrepareEvent)):
+            if isinstance(event, XAPrepareEvent):
+                xid = (event.xid_format_id, event.xid_gtrid, event.xid_bqual)
+                if changes := held.prepare(xid, event.one_phase, last):
+                    yield "rows", changes, ts
+            ended = tracker.xid()
+        elif isinstance(event, (QueryEvent, ExecuteLoadQueryEvent)):
+            schema, sql = _statement(event)
+            at = Position.of(file, event.packet.log_pos - event.packet.event_size)
+            yield from _query(sql, schema, database, held, last, at, end, ts)
+            ended = tracker.query(sql)
         elif isinstance(event, MariadbGtidEvent):
             tracker.gtid(event.flags)
+            if event.flags & FL_PREPARED_XA:
+                held.begin(last)
         elif isinstance(event, GtidEvent):
             tracker.gtid(None)
         elif isinstance(event, HeartbeatLogEvent):
             yield "tick", None, 0
+        if ended:
+            last = end
+            yield "boundary", Boundary(end, held.resume(end)), ts
+
+
+def _query(sql: str, schema: str, database: str | None, held: XaHold, last: Position,
+           at: Position, end: Position, ts: int) -> Iterator[tuple[str, Any, int]]:
+    """A Query event (starting `at`): XA START / COMMIT / ROLLBACK, a TRUNCATE to
+    replicate, or a statement to stop at."""
+    if resolution := xa_resolution(sql):
+        commit, xid = resolution
+        if changes := held.resolve(xid, commit):
+            yield "rows", changes, ts
+        return
+    if xa_start(sql):
+        held.begin(last)
+        return
+    verdict = classify(sql, schema, database, TABLE_KEYS)
+    if verdict is None:
+        return
+    if verdict.action is Action.TRUNCATE:
+        yield "truncate", (verdict.table, end), ts
+        return
+    raise UnreplicableStatement(verdict.kind, verdict.table, at)
+
+
+def _statement(event: Any) -> tuple[str, str]:
+    """(default schema, SQL text) of a Query event, or of an Execute_load_query event (LOAD
+    DATA logged as a statement), whose text the library leaves unread: after its 26-byte
+    post-header come the status variables, the schema, a NUL and the text."""
+    if isinstance(event, QueryEvent):
+        return event.schema.decode("utf-8", "replace"), event.query
+    packet = event.packet
+    packet.advance(event.status_vars_length)
+    schema = packet.read(event.schema_length).decode("utf-8", "replace")
+    packet.advance(1)
+    size = event.event_size - 26 - event.status_vars_length - event.schema_length - 1
+    return schema, packet.read(size).decode("utf-8", "backslashreplace")

@@ -21,7 +21,8 @@ by the stream name), right after the micro-batch it covers has been inserted: po
 live (and get dropped) together, so a fresh or rebuilt warehouse re-snapshots by itself instead
 of trusting a local file that describes another warehouse. Data first, position second: a crash
 in between replays the batch, which the versions make idempotent. Only positions at transaction
-boundaries are saved (`BoundaryTracker`), never one in the middle of a transaction.
+boundaries are saved (`BoundaryTracker`), never one in the middle of a transaction, and never
+one past the start of a prepared XA transaction that is not resolved yet (`XaHold`).
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ import time
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import pyarrow as pa
 
-from .events import BadEvent, binlog_version
+from .events import BadEvent, ChangeEvent, binlog_version
 from .warehouse import Warehouse
 
 _SEQUENCE = re.compile(r"\.(\d+)$")
@@ -112,8 +113,65 @@ class BoundaryTracker:
         return False
 
     def xid(self) -> bool:
+        """An XID event (or XA_PREPARE, which ends its event group the same way)."""
         self.in_transaction = False
         return True
+
+
+class Boundary(NamedTuple):
+    """The end of an event group: where the reader is (`at`, for the end-of-run check) and
+    the position a restart must read from (`resume`, the one to save: never past the start of
+    a prepared, unresolved XA transaction)."""
+
+    at: Position
+    resume: Position
+
+
+class XaHold:
+    """Rows of XA transactions, held from XA PREPARE until XA COMMIT (released with their own
+    row-event versions) or XA ROLLBACK (dropped).
+
+    MariaDB writes an XA transaction's rows at XA PREPARE - a group `GTID (FL_PREPARED_XA) rows
+    XA END XA_PREPARE` - and XA COMMIT / XA ROLLBACK later as a group of its own; MySQL opens
+    the group with an `XA START` query instead. A held transaction pins the resume position
+    at its group's start, so a restart reads its rows again (memory: a prepared transaction's
+    rows stay in memory until it is resolved). A COMMIT of an xid never seen prepared (it was
+    prepared before the stream's start and already applied, or before a snapshot) has nothing
+    to release.
+    """
+
+    def __init__(self) -> None:
+        self.collecting: list[ChangeEvent] | None = None
+        self.start: Position | None = None
+        self.prepared: dict[tuple[int, bytes, bytes], tuple[Position, list[ChangeEvent]]] = {}
+
+    def begin(self, start: Position) -> None:
+        """An XA transaction's group starts at `start`: hold its rows from now on."""
+        self.collecting, self.start = [], start
+
+    def rows(self, changes: list[ChangeEvent]) -> list[ChangeEvent]:
+        """The changes to pass on now: none while an XA group is being read."""
+        if self.collecting is None:
+            return changes
+        self.collecting.extend(changes)
+        return []
+
+    def prepare(self, xid: tuple[int, bytes, bytes], one_phase: bool,
+                start: Position) -> list[ChangeEvent]:
+        """XA_PREPARE ends the group; ONE PHASE (MySQL) commits it at once."""
+        held, group_start = self.collecting or [], self.start or start
+        self.collecting = self.start = None
+        if one_phase:
+            return held
+        self.prepared[xid] = (group_start, held)
+        return []
+
+    def resolve(self, xid: tuple[int, bytes, bytes], commit: bool) -> list[ChangeEvent]:
+        _, held = self.prepared.pop(xid, (None, []))
+        return held if commit else []
+
+    def resume(self, boundary: Position) -> Position:
+        return min([boundary, *(start for start, _ in self.prepared.values())])
 
 
 # --- preflight (pure: variables, grants and replica hosts in, problems out) ---------------
