@@ -12,6 +12,10 @@
 * apply: one bulk Arrow insert per batch, then the batch's rejects to `etl_quarantine`. Every
   write is idempotent (same key, version and values), so a failed run is repaired by running
   it again, and replaying a file, or its events in any order or split, gives the same state.
+* one scheme per table (`SchemeGate`, rules in `version_scheme.py`): a replay admits only
+  events whose versions are of the scheme `cdc_transactions` is claimed for (the first valid
+  event claims an unclaimed table); the others are refused with a reason. Debezium events of
+  another database or table are skipped: counted, neither applied nor refused.
 """
 
 from __future__ import annotations
@@ -24,16 +28,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from hashlib import blake2b
-from typing import Any, Iterable, NamedTuple, Sequence, TextIO
+from typing import Any, Callable, Iterable, NamedTuple, Sequence, TextIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import events, transform
+from . import cdc_lineage, events, transform, version_scheme
 from .batch import fault_point, open_warehouse, quarantine_rows
 from .config import Settings
-from .events import BadEvent, ChangeEvent, Item, Op, Reject
+from .events import BadEvent, BadRow, ChangeEvent, Item, Op, Reject, Skipped
 from .retry import with_retries
 from .audit import RunRecord, record_run
 from .warehouse import Warehouse
@@ -46,6 +50,7 @@ DEFAULT_BATCH_SIZE = 20_000
 MAX_ID = (1 << 32) - 1  # the source's INT UNSIGNED
 MAX_DATETIME = (1 << 32) - 1  # ClickHouse DateTime: 1970-01-01 .. 2106-02-07 06:28:15 UTC
 MAX_RAW_CHARS = 65_536  # quarantined text is cut here (a broken array can swallow the rest)
+MAX_ORIGINS = 100  # distinct "db.table" counts kept for the skip log line
 CENT = Decimal("0.01")
 ZERO = Decimal(0)
 SECOND = timedelta(seconds=1)
@@ -75,11 +80,21 @@ def to_change(event: ChangeEvent) -> Change:
     if not 0 <= event.version <= events.MAX_UINT64:
         raise BadEvent("_version out of UInt64 range")
     if event.op is Op.DELETE:
-        return Change(event.key, event.version, 1, 0, 0, ZERO, "", 0, event)
+        return retraction(event)
     row = event.row
-    return Change(event.key, event.version, 0, _id(row, "user_id"), _id(row, "merchant_id"),
-                  _amount(row.get("amount")), _status(row.get("status")),
-                  _seconds(row.get("transaction_time")), event)
+    try:
+        return Change(event.key, event.version, 0, _id(row, "user_id"),
+                      _id(row, "merchant_id"), _amount(row.get("amount")),
+                      _status(row.get("status")), _seconds(row.get("transaction_time")), event)
+    except BadRow:
+        raise
+    except BadEvent as exc:
+        raise BadRow(str(exc)) from None
+
+
+def retraction(event: ChangeEvent) -> Change:
+    """The tombstone of `event`'s key at its version: a delete, or a refused row (BadRow)."""
+    return Change(event.key, event.version, 1, 0, 0, ZERO, "", 0, event)
 
 
 def _id(row: Any, name: str) -> int:
@@ -259,33 +274,79 @@ class CdcReport:
     collapsed: int = 0  # older versions and exact copies, dropped by the reducer
     rejected: int = 0  # quarantined, conflicts included
     conflicts: int = 0
+    skipped: int = 0  # Debezium events of another database or table (counted in events_read)
     batches: int = 0
     status: str = "running"
     error: str = ""
     seconds: float = 0.0
     reject_reasons: dict[str, int] = field(default_factory=dict)
+    skipped_origins: dict[str, int] = field(default_factory=dict)  # "db.table" -> events
 
     def summary(self) -> str:
         rate = self.events_read / self.seconds if self.seconds > 0 else 0.0
         return (
             f"cdc run {self.run_id} {self.status}: read={self.events_read} "
             f"applied={self.rows_applied} collapsed={self.collapsed} "
-            f"rejected={self.rejected} (conflicts={self.conflicts}) batches={self.batches} "
-            f"in {self.seconds:.2f}s ({rate:.0f} events/s)"
+            f"rejected={self.rejected} (conflicts={self.conflicts}) skipped={self.skipped} "
+            f"batches={self.batches} in {self.seconds:.2f}s ({rate:.0f} events/s)"
         )
+
+    def skip(self, item: Skipped) -> None:
+        self.events_read += 1
+        self.skipped += 1
+        label = item.label[:200]
+        if label not in self.skipped_origins and len(self.skipped_origins) >= MAX_ORIGINS:
+            label = "(other origins)"  # a file of endless table names must not grow this
+        self.skipped_origins[label] = self.skipped_origins.get(label, 0) + 1
+
+
+class SchemeGate:
+    """Admits into cdc_transactions only events of the scheme that feeds it. An unclaimed
+    table is claimed (through `claim`, before the batch is inserted) by the first event that
+    passes validation, so an invalid event never decides the scheme."""
+
+    def __init__(self, claimed: version_scheme.Scheme | None,
+                 claim: Callable[[version_scheme.Scheme], None]) -> None:
+        self.claimed, self._claim = claimed, claim
+
+    def admit(self, event: ChangeEvent) -> Change:
+        """The validated change, or BadEvent: the scheme is checked first, then the row."""
+        reason = version_scheme.refusal(TABLE, self.claimed, event.scheme)
+        if reason:
+            raise BadEvent(reason)
+        try:
+            change = to_change(event)
+        except BadRow:  # its version is written (a retraction): the scheme is decided
+            self._claim_for(event)
+            raise
+        self._claim_for(event)
+        return change
+
+    def _claim_for(self, event: ChangeEvent) -> None:
+        if self.claimed is None and event.scheme is not None:
+            self._claim(event.scheme)
+            self.claimed = event.scheme
 
 
 def apply_items(wh: Warehouse, items: Iterable[Item], report: CdcReport, batch_size: int,
-                max_retries: int) -> None:
-    """Validate, cut into batches of `batch_size` records, reduce and apply each batch."""
+                max_retries: int, gate: SchemeGate | None = None) -> None:
+    """Validate (through `gate` when given), cut into batches of `batch_size` records, reduce
+    and apply each batch. Skipped items are only counted."""
+    admit = gate.admit if gate is not None else to_change
     changes: list[Change] = []
     rejects: list[Reject] = []
     for item in items:
         if type(item) is ChangeEvent:
             try:
-                changes.append(to_change(item))
+                changes.append(admit(item))
+            except BadRow as exc:
+                rejects.append(event_reject(item, str(exc)))
+                changes.append(retraction(item))
             except BadEvent as exc:
                 rejects.append(event_reject(item, str(exc)))
+        elif type(item) is Skipped:
+            report.skip(item)
+            continue
         else:
             rejects.append(item)
         if len(changes) + len(rejects) >= batch_size:
@@ -315,25 +376,51 @@ def apply_batch(wh: Warehouse, changes: Sequence[Change], rejects: Sequence[Reje
                      "insert into etl_quarantine", max_retries)
         for reject in refused:
             report.reject_reasons[reject.reason] = report.reject_reasons.get(reject.reason, 0) + 1
+    retracting = sum(1 for c in changes if c.deleted and c.event.op is not Op.DELETE)
     report.batches += 1
-    report.events_read += len(changes) + len(rejects)
+    report.events_read += len(changes) + len(rejects) - retracting  # a refused row is both
     report.rows_applied += len(reduced.rows)
     report.collapsed += reduced.collapsed
     report.conflicts += len(reduced.conflicts)
     report.rejected += len(refused)
     log.debug("batch %d: %d events, %d rows, %d rejected", report.batches,
-              len(changes) + len(rejects), len(reduced.rows), len(refused))
+              len(changes) + len(rejects) - retracting, len(reduced.rows), len(refused))
+
+
+def scheme_gate(wh: Warehouse, claimed_by: str, max_retries: int) -> SchemeGate:
+    """The gate of one replay run, from the table's claim (LineageError: none can be made)."""
+    claim = with_retries(lambda: cdc_lineage.read_claim(wh, TABLE), "read the cdc_lineage claim",
+                         max_retries)
+
+    def write(scheme: version_scheme.Scheme) -> None:
+        with_retries(lambda: cdc_lineage.write_claim(wh, TABLE, scheme, claimed_by),
+                     "claim cdc_transactions", max_retries)
+
+    return SchemeGate(claim.scheme if claim else None, write)
+
+
+def claim_for_binlog(wh: Warehouse, stream: str) -> str | None:
+    """For the binlog run, before its snapshot or stream: claim cdc_transactions for binlog
+    positions, or say why the run must not start (README: CDC replay, reset)."""
+    return cdc_lineage.claim_replica(wh, TABLE, version_scheme.Scheme.BINLOG, f"binlog {stream}")
 
 
 def run_replay(settings: Settings, stream: TextIO, input_name: str,
-               batch_size: int = DEFAULT_BATCH_SIZE, optimize: bool = False) -> CdcReport:
-    """Replay one event stream into the warehouse; raises on failure (after the audit row)."""
+               batch_size: int = DEFAULT_BATCH_SIZE, optimize: bool = False,
+               source_db: str | None = None) -> CdcReport:
+    """Replay one event stream into the warehouse; raises on failure (after the audit row),
+    `cdc_lineage.LineageError` when cdc_transactions cannot take any event until a reset.
+    Debezium events naming another database than `source_db` (default: the configured
+    MYSQL_DATABASE) or another table are skipped."""
     report = CdcReport(run_id=uuid.uuid4().hex[:12], started_at=datetime.now(timezone.utc),
                        input_name=input_name)
     clock = time.monotonic()
+    database = source_db or settings.mysql_database
     wh = open_warehouse(settings)
     try:
-        apply_items(wh, events.read_events(stream), report, batch_size, settings.max_retries)
+        gate = scheme_gate(wh, f"replay {_printable(input_name)[:200]}", settings.max_retries)
+        apply_items(wh, events.read_events(stream, database=database), report, batch_size,
+                    settings.max_retries, gate)
         if optimize:  # housekeeping only: reads are right without it (FINAL in the view)
             with_retries(lambda: wh.execute(f"OPTIMIZE TABLE analytics_dw.{TABLE} FINAL"),
                          f"optimize {TABLE}", settings.max_retries)
@@ -346,6 +433,10 @@ def run_replay(settings: Settings, stream: TextIO, input_name: str,
         report.seconds = time.monotonic() - clock
         _audit(wh, report)
         wh.close()
+    if report.skipped:
+        log.info("skipped %d events of other databases or tables (not %s.%s): %s",
+                 report.skipped, database, version_scheme.REPLICATED_TABLE,
+                 ", ".join(f"{k}={v}" for k, v in sorted(report.skipped_origins.items())))
     if report.reject_reasons:
         log.warning("quarantined %d events: %s", report.rejected, report.reject_reasons)
     return report
@@ -354,7 +445,7 @@ def run_replay(settings: Settings, stream: TextIO, input_name: str,
 def _audit(wh: Warehouse, report: CdcReport) -> None:
     record_run(wh, RunRecord(
         run_id=report.run_id, pipeline=SOURCE, mode="replay", started_at=report.started_at,
-        window_from=_printable(report.input_name), window_to="",
+        window_from=_printable(report.input_name), window_to=f"skipped={report.skipped}",
         rows_read=report.events_read, rows_loaded=report.rows_applied,
         rows_rejected=report.rejected, status=report.status, error=report.error,
         seconds=report.seconds,

@@ -3,6 +3,8 @@
 Exit codes (those of `cli.py`): 0 every event applied, 1 failed (a re-run of the same input
 repairs whatever landed), 2 bad usage or configuration (an unreadable input included),
 3 completed with rejects (valid events applied, bad ones in `analytics_dw.etl_quarantine`).
+A replay or binlog run that `cdc_transactions` cannot take (fed by the other version scheme,
+or rows of an unknown one) is a configuration error, 2, until `--reset-replica`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import argparse
 import io
 import logging
 import sys
+import uuid
+from datetime import datetime, timezone
 from typing import Sequence, TextIO
 
 from .cli import (
@@ -33,6 +37,13 @@ def _batch_size(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _database_name(text: str) -> str:
+    """Only compared with Debezium's source.db, never put into SQL: any MySQL name will do."""
+    if not 0 < len(text) <= 64 or not text.isprintable():
+        raise argparse.ArgumentTypeError("a database name: 1 to 64 printable characters")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resnapshot", action="store_true",
                         help="binlog: copy the tables again from a new consistent snapshot and "
                         "stream from its position (needed when the saved position was purged)")
+    parser.add_argument("--source-db", type=_database_name, metavar="NAME",
+                        help="file: the source database of Debezium events (source.db); events "
+                        "of other databases or tables are skipped (default: MYSQL_DATABASE)")
+    parser.add_argument("--reset-replica", action="store_true",
+                        help="empty the CDC replicas (cdc_transactions, cdc_users, "
+                        "cdc_merchants), the binlog position and the version-scheme claim, "
+                        "then exit: the next replay or binlog run starts them afresh (needed "
+                        "to switch cdc_transactions between a file replay and the binlog)")
     parser.add_argument("--debug", action="store_true", help="log stack traces on errors")
     return parser
 
@@ -86,13 +105,20 @@ def cdc_main(argv: Sequence[str] | None = None) -> int:
         log.error("configuration: %s", exc)
         return EXIT_USAGE
     setup_logging("DEBUG" if args.debug else settings.log_level)
+    if args.source != "binlog" and (args.follow or args.resnapshot):
+        build_parser().error("--follow and --resnapshot need --source binlog")
+    return run_command(settings, args)
+
+
+def run_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Run parsed arguments against `settings`; returns the exit code (tests call this)."""
+    if args.reset_replica:
+        return _reset(settings, args.debug)
     if args.source == "binlog":
         from .binlog import binlog_main
 
         return binlog_main(settings, follow=args.follow, resnapshot=args.resnapshot,
                            debug=args.debug)
-    if args.follow or args.resnapshot:
-        build_parser().error("--follow and --resnapshot need --source binlog")
     try:
         stream = _open_input(args.input)
     except OSError as exc:
@@ -101,13 +127,48 @@ def cdc_main(argv: Sequence[str] | None = None) -> int:
     log.info("cdc replay of %s -> %s", "stdin" if args.input == "-" else args.input,
              settings.warehouse.describe())
     from .cdc import run_replay
+    from .cdc_lineage import LineageError
 
     try:
         with stream:
-            report = run_replay(settings, stream, args.input, args.batch_size, args.optimize)
+            report = run_replay(settings, stream, args.input, args.batch_size, args.optimize,
+                                args.source_db)
+    except LineageError as exc:
+        log.error("refused: %s", exc)
+        return EXIT_USAGE
     except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        log.error("failed: %s", first, exc_info=args.debug)
+        log.error("failed: %s", _first_line(exc), exc_info=args.debug)
         return EXIT_FAILED
     log.info("%s", report.summary())
     return EXIT_REJECTS if report.rejected else EXIT_OK
+
+
+def _reset(settings: Settings, debug: bool) -> int:
+    """--reset-replica: empty the CDC replicas and their claim (README: CDC replay, reset)."""
+    from .audit import RunRecord, record_run
+    from .batch import open_warehouse
+    from .cdc import SOURCE
+    from .cdc_lineage import RESET_TABLES, reset_replicas
+
+    started = datetime.now(timezone.utc)
+    try:
+        wh = open_warehouse(settings)
+        try:
+            reset_replicas(wh)
+            record_run(wh, RunRecord(  # who emptied the replicas, and when
+                run_id=uuid.uuid4().hex[:12], pipeline=SOURCE, mode="reset-replica",
+                started_at=started, window_from="", window_to="", rows_read=0, rows_loaded=0,
+                rows_rejected=0, status="success", error="",
+                seconds=(datetime.now(timezone.utc) - started).total_seconds()))
+        finally:
+            wh.close()
+    except Exception as exc:
+        log.error("failed: %s", _first_line(exc), exc_info=debug)
+        return EXIT_FAILED
+    log.info("reset: emptied %s; the next replay or binlog run starts them afresh",
+             ", ".join(RESET_TABLES))
+    return EXIT_OK
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

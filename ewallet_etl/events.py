@@ -24,8 +24,12 @@ Versions (UInt64, they decide which change of a key wins in ReplacingMergeTree):
   there;
 * Debezium without a position: `source.ts_us`, else `ts_ns // 1000`, else `ts_ms * 1000`.
 
-The two schemes are not comparable: feed one table from one of them (or start it afresh).
+The two schemes are not comparable, so every ChangeEvent says which one its version is in
+(`scheme`, see `version_scheme.py`): a replica table takes one scheme only.
+
 Debezium Kafka tombstones (`null`, `{"payload": null}`) are skipped: they carry no change.
+Debezium events of another table, or of another database than the one `read_events` is given,
+become `Skipped` items: not ours, so neither applied nor refused, only counted.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from decimal import Decimal
 from enum import Enum
 from itertools import chain
 from typing import Any, Iterator, Mapping, TextIO, Union
+
+from .version_scheme import Scheme, debezium_scheme, has_binlog_position, is_foreign, origin_label
 
 CHUNK_CHARS = 1 << 20
 DEFAULT_TABLE = "transactions"
@@ -69,7 +75,9 @@ class ChangeEvent:
     `row` holds the source columns of the after image as the source gave them (a delete: the
     last known image, or just the key); the apply step validates and converts them. `version`
     is monotonic per key (see the module docstring). `raw` is the record's text, kept only to
-    quarantine it if the apply step refuses it; sources without text leave it empty.
+    quarantine it if the apply step refuses it; sources without text leave it empty. `scheme`
+    is how `version` was made; None when the producer does not say (the binlog reader: its
+    run is checked against the replica as a whole, before it starts).
     """
 
     op: Op
@@ -78,6 +86,7 @@ class ChangeEvent:
     row: Mapping[str, Any]
     version: int
     raw: str = field(default="", repr=False, compare=False)
+    scheme: Scheme | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +99,36 @@ class Reject:
     raw: str
 
 
-Item = Union[ChangeEvent, Reject]
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A Debezium event of another database or table: not ours, not applied, not refused."""
+
+    database: str | None
+    table: str
+
+    @property
+    def label(self) -> str:
+        return origin_label(self.database, self.table)
+
+
+Item = Union[ChangeEvent, Reject, Skipped]
 
 
 class BadEvent(ValueError):
     """A record refused with a reason (one of a fixed set of texts, so reasons can be counted)."""
 
 
-def read_events(stream: TextIO, chunk_chars: int = CHUNK_CHARS) -> Iterator[Item]:
-    """Yield one ChangeEvent or Reject per record of `stream` (JSON array or JSON Lines)."""
+class BadRow(BadEvent):
+    """A well-formed event of our table (key and version read) whose row is refused: its
+    version retracts the older ones of the key (`cdc.retraction`), so a stale row never stays
+    counted; a newer good version replaces the retraction."""
+
+
+def read_events(stream: TextIO, chunk_chars: int = CHUNK_CHARS,
+                database: str | None = None) -> Iterator[Item]:
+    """Yield one ChangeEvent, Reject or Skipped per record of `stream` (JSON array or JSON
+    Lines). `database`: the source database; Debezium events naming another one are Skipped
+    (None: any database; events of other tables are Skipped either way)."""
     chunks = iter(lambda: stream.read(chunk_chars), "")
     head = ""
     for chunk in chunks:
@@ -109,20 +139,21 @@ def read_events(stream: TextIO, chunk_chars: int = CHUNK_CHARS) -> Iterator[Item
     if not head:
         return
     rest = chain([head], chunks)
-    yield from (_array_items(rest) if head[0] == "[" else _line_items(rest))
+    yield from (_array_items(rest, database) if head[0] == "[" else _line_items(rest, database))
 
 
-def parse_record(text: str) -> Item | None:
-    """One JSON text -> a ChangeEvent, a Reject, or None for a Debezium tombstone."""
+def parse_record(text: str, database: str | None = None) -> Item | None:
+    """One JSON text -> a ChangeEvent, a Reject, a Skipped, or None for a Debezium tombstone."""
     try:
         obj = json.loads(text, parse_float=Decimal, parse_constant=Decimal)
     except (ValueError, RecursionError):
         return Reject("", 0, "not JSON", text)
-    return parse_object(obj, text)
+    return parse_object(obj, text, database)
 
 
-def parse_object(obj: Any, raw: str) -> Item | None:
-    """A decoded record -> ChangeEvent (flat or Debezium), Reject, or None (tombstone)."""
+def parse_object(obj: Any, raw: str, database: str | None = None) -> Item | None:
+    """A decoded record -> ChangeEvent (flat or Debezium), Reject, Skipped (a Debezium event
+    of another database or table), or None (tombstone)."""
     if isinstance(obj, dict) and "payload" in obj and set(obj) <= {"schema", "payload"}:
         obj = obj["payload"]
     if obj is None:
@@ -131,7 +162,7 @@ def parse_object(obj: Any, raw: str) -> Item | None:
         if not isinstance(obj, dict):
             raise BadEvent("not a JSON object")
         if "after" in obj or "before" in obj:
-            return from_debezium(obj, raw)
+            return from_debezium(obj, raw, database)
         return from_flat(obj, raw)
     except BadEvent as exc:
         return _reject(obj, raw, str(exc))
@@ -152,38 +183,43 @@ def from_flat(obj: Mapping[str, Any], raw: str = "") -> ChangeEvent:
     if not isinstance(table, str):
         raise BadEvent("table is not a string")
     row = {name: obj[name] for name in SOURCE_COLUMNS if name in obj}
-    return ChangeEvent(FLAT_OPS[op], table, key, row, version, raw)
+    return ChangeEvent(FLAT_OPS[op], table, key, row, version, raw, Scheme.MICROS)
 
 
-def from_debezium(env: Mapping[str, Any], raw: str = "") -> ChangeEvent:
-    """A Debezium change event (the envelope's value: before, after, op, source, ts_ms)."""
-    op = env.get("op")
-    if not isinstance(op, str) or op not in DEBEZIUM_OPS:
-        raise BadEvent("unknown Debezium op")
+def from_debezium(env: Mapping[str, Any], raw: str = "",
+                  database: str | None = None) -> ChangeEvent | Skipped:
+    """A Debezium change event (the envelope's value: before, after, op, source, ts_ms).
+    Where it comes from is decided first: another table's row is not ours to validate."""
     source = env.get("source") or {}
     if not isinstance(source, dict):
         raise BadEvent("Debezium source is not an object")
+    table = source.get("table", DEFAULT_TABLE)
+    if not isinstance(table, str):
+        raise BadEvent("table is not a string")
+    db = source.get("db") if isinstance(source.get("db"), str) else None
+    if is_foreign(db, table, database):
+        return Skipped(db, table)
+    op = env.get("op")
+    if not isinstance(op, str) or op not in DEBEZIUM_OPS:
+        raise BadEvent("unknown Debezium op")
     image = env.get("before") if DEBEZIUM_OPS[op] is Op.DELETE else env.get("after")
     if not isinstance(image, dict):
         raise BadEvent("Debezium event without its row image")
     key = event_key(image.get("transaction_id"))
-    table = source.get("table", DEFAULT_TABLE)
-    if not isinstance(table, str):
-        raise BadEvent("table is not a string")
     row = dict(image)
     if _is_int(row.get("transaction_time")):
         row["transaction_time"] = _from_epoch_millis(row["transaction_time"])
-    return ChangeEvent(DEBEZIUM_OPS[op], table, key, row, debezium_version(source), raw)
+    return ChangeEvent(DEBEZIUM_OPS[op], table, key, row, debezium_version(source), raw,
+                       debezium_scheme(source))
 
 
 def debezium_version(source: Mapping[str, Any]) -> int:
     """The binlog position when the event has one, else the source's time in microseconds."""
-    file, pos = source.get("file"), source.get("pos")
-    if isinstance(file, str) and file and _is_int(pos):
+    if has_binlog_position(source):
         row = source.get("row") or 0
         if not _is_int(row):
             raise BadEvent("Debezium source.row is not an integer")
-        return binlog_version(file, pos, row)
+        return binlog_version(source["file"], source["pos"], row)
     for name, to_micros in (("ts_us", 1), ("ts_ns", None), ("ts_ms", 1000)):
         value = source.get(name)
         if _is_int(value) and value >= 0:
@@ -275,7 +311,7 @@ def _from_epoch_millis(millis: int) -> datetime | int:
 
 # --- framing ---------------------------------------------------------------------------------
 
-def _line_items(chunks: Iterator[str]) -> Iterator[Item]:
+def _line_items(chunks: Iterator[str], database: str | None) -> Iterator[Item]:
     pending: list[str] = []  # the start of a line that is still being read
     for chunk in chunks:
         if "\n" not in chunk:
@@ -283,15 +319,15 @@ def _line_items(chunks: Iterator[str]) -> Iterator[Item]:
             continue
         lines = ("".join(pending) + chunk).split("\n")
         pending = [lines.pop()]
-        yield from _records(lines)
-    yield from _records(["".join(pending)])
+        yield from _records(lines, database)
+    yield from _records(["".join(pending)], database)
 
 
-def _records(lines: list[str]) -> Iterator[Item]:
+def _records(lines: list[str], database: str | None) -> Iterator[Item]:
     for line in lines:
         text = line.strip()
         if text:
-            item = parse_record(text)
+            item = parse_record(text, database)
             if item is not None:
                 yield item
 
@@ -304,8 +340,9 @@ INSIDE_STRING = re.compile(r'["\\]')
 class _ArraySplitter:
     """Streams the elements of a top-level JSON array; `buf[pos:]` is the unread text."""
 
-    def __init__(self, chunks: Iterator[str]) -> None:
+    def __init__(self, chunks: Iterator[str], database: str | None) -> None:
         self.chunks = chunks
+        self.database = database
         self.buf = next(chunks)
         self.pos = self.buf.index("[") + 1
         self.eof = False
@@ -374,7 +411,7 @@ class _ArraySplitter:
                 if self.fill():
                     continue
             self.pos = end
-            return parse_object(obj, self.buf[start:end])
+            return parse_object(obj, self.buf[start:end], self.database)
 
     def element_end(self) -> int:
         while True:
@@ -390,8 +427,8 @@ class _ArraySplitter:
             yield Reject("", 0, "data after the JSON array", self.buf[self.pos:self.pos + 4096])
 
 
-def _array_items(chunks: Iterator[str]) -> Iterator[Item]:
-    yield from _ArraySplitter(chunks).items()
+def _array_items(chunks: Iterator[str], database: str | None) -> Iterator[Item]:
+    yield from _ArraySplitter(chunks, database).items()
 
 
 def _element_end(buf: str, pos: int) -> int | None:

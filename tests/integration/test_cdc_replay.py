@@ -26,16 +26,23 @@ from tests.helpers import ROOT, as_decimal, env_for, open_warehouse
 pytestmark = pytest.mark.integration
 
 SAMPLE = ROOT / "cdc_events.json"
-EXPECTED = {  # the batch ELT's final facts (seed + incremental batch), now reached through CDC
+EXPECTED = {  # the latest valid state of each transaction of the sample
     "TX1001": (1, 1, Decimal("50000.00"), "Medium", "SUCCESS", "2025-01-10 08:15:00"),
     "TX1003": (2, 2, Decimal("150000.00"), "High", "SUCCESS", "2025-01-10 12:30:00"),
     "TX1004": (2, 3, Decimal("10000.00"), "Low", "FAILED", "2025-01-10 13:05:00"),
     "TX1008": (2, 1, Decimal("65000.00"), "Medium", "SUCCESS", "2025-01-11 09:45:00"),
-    "TX1009": (1, 2, Decimal("49999.99"), "Low", "SUCCESS", "2025-01-12 10:00:00"),
-    "TX1010": (3, 3, Decimal("100000.00"), "High", "SUCCESS", "2025-01-12 18:20:00"),
     "TX1011": (3, 1, Decimal("99999.99"), "Medium", "PENDING", "2025-01-13 07:05:00"),
 }
-DELETED = ["TX1002", "TX1005", "TX1006", "TX1007"]
+# Deleted by a delete event, or retracted: the newest version of TX1009 (REFUNDED, on
+# 2025-02-30) and TX1010 (status SETTLED) is refused, so their older SUCCESS is not counted;
+# TX1013 and TX1015 never had a valid version.
+DELETED = ["TX1002", "TX1005", "TX1006", "TX1007", "TX1009", "TX1010", "TX1013", "TX1015"]
+# The sample's valid events alone (`debezium_sample`): TX1009 and TX1010 end SUCCESS.
+VALID_ONLY = {
+    **EXPECTED,
+    "TX1009": (1, 2, Decimal("49999.99"), "Low", "SUCCESS", "2025-01-12 10:00:00"),
+    "TX1010": (3, 3, Decimal("100000.00"), "High", "SUCCESS", "2025-01-12 18:20:00"),
+}
 SAMPLE_REASONS = {
     "unknown op": 1, "missing _version": 1, "amount is not a decimal number": 1,
     "transaction_time is not an ISO-8601 time": 1, "unknown status": 1,
@@ -64,8 +71,9 @@ def cdc_state(wh, prefix: str = "") -> dict[str, tuple]:
     return as_state(wh.query(STATE_SQL, {"p": prefix + "%"}))
 
 
-def replay(settings: Settings, text: str, batch_size: int = 20_000) -> CdcReport:
-    return run_replay(settings, io.StringIO(text), "test", batch_size)
+def replay(settings: Settings, text: str, batch_size: int = 20_000,
+           source_db: str | None = None) -> CdcReport:
+    return run_replay(settings, io.StringIO(text), "test", batch_size, source_db=source_db)
 
 
 def sample_lines() -> str:
@@ -88,7 +96,7 @@ def test_replaying_twice_changes_nothing(settings, wh):
     second = replay(settings, SAMPLE.read_text())
     assert (first.rows_applied, first.rejected) == (second.rows_applied, second.rejected)
     assert cdc_state(wh) == EXPECTED
-    assert wh.query("SELECT count() FROM analytics_dw.cdc_transactions FINAL") == [(11,)]
+    assert wh.query("SELECT count() FROM analytics_dw.cdc_transactions FINAL") == [(13,)]
     assert dict(wh.query(QUARANTINED_SQL)) == SAMPLE_REASONS  # not doubled
     runs = wh.query("SELECT status, rows_read, rows_rejected FROM analytics_dw.etl_runs "
                     "WHERE pipeline = 'cdc_events'")
@@ -142,10 +150,11 @@ def debezium_sample() -> str:
 
 
 def test_debezium(settings, wh):
-    report = replay(settings, debezium_sample())
-    assert (report.events_read, report.rejected) == (26, 0)
-    assert cdc_state(wh) == EXPECTED
-    assert [r[0] for r in wh.query(DELETED_SQL)] == DELETED
+    # The sample names db ewallet_source, not this test's source database (tests/conftest.py).
+    report = replay(settings, debezium_sample(), source_db="ewallet_source")
+    assert (report.events_read, report.rejected, report.skipped) == (26, 0, 0)
+    assert cdc_state(wh) == VALID_ONLY
+    assert [r[0] for r in wh.query(DELETED_SQL)] == ["TX1002", "TX1005", "TX1006", "TX1007"]
 
 
 # --- order-proof, duplicate-proof, split-proof: a property test on the real warehouse -----------

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from ewallet_etl.cdc import (
-    Change, reduce_changes, rejects_table, to_arrow, to_change,
+    CdcReport, Change, reduce_changes, rejects_table, to_arrow, to_change,
 )
 from ewallet_etl.cdc_cli import build_parser, cdc_main
 from ewallet_etl.events import (
@@ -414,12 +414,25 @@ def test_help_lists_the_flags(capsys):
         build_parser().parse_args(["--help"])
     out = capsys.readouterr().out
     assert exit_.value.code == 0
-    for flag in ("--batch-size", "--optimize", "--source", "FILE"):
+    for flag in ("--batch-size", "--optimize", "--source", "FILE", "--reset-replica",
+                 "--source-db"):
         assert flag in out
 
 
+def test_reset_and_source_db_flags():
+    args = build_parser().parse_args(["--reset-replica", "--source-db", "shop"])
+    assert (args.reset_replica, args.source_db) == (True, "shop")
+    assert build_parser().parse_args([]).source_db is None
+
+
+def test_summary_counts_skipped_events():
+    report = CdcReport(run_id="r", started_at=datetime(2025, 1, 1), events_read=5, skipped=2)
+    assert "read=5 " in report.summary() and " skipped=2 " in report.summary()
+
+
 @pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--batch-size", "x"],
-                                  ["--source", "kafka"], ["--follow"], ["a", "b"]])
+                                  ["--source", "kafka"], ["--follow"], ["a", "b"],
+                                  ["--source-db", ""]])
 def test_bad_usage_exits_2(argv):
     with pytest.raises(SystemExit) as exit_:
         cdc_main(argv)
