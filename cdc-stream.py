@@ -2,11 +2,13 @@
 
 Replays insert/update/delete events (JSON array, JSON Lines or Debezium; default
 cdc_events.json, `-` for stdin) into analytics_dw.cdc_transactions. `--help` lists the flags;
-the logic lives in the `ewallet_etl` package (cdc_cli.py, cdc.py, events.py).
+the logic lives in the `ewallet_etl` package (cdc_cli.py, pipelines/replay.py and
+pipelines/binlog.py; the rules in core/).
 """
 
 if __name__ == "__main__":
-    from ewallet_etl.cdc_cli import cdc_main
-    from ewallet_etl.cli import exit_now
+    import sys
 
-    exit_now(cdc_main())
+    from ewallet_etl.cdc_cli import cdc_main
+
+    sys.exit(cdc_main())

@@ -5,12 +5,14 @@ as thin aliases so existing callers keep working.
 """
 
 
-if __name__ == "__main__":  # the command; imports only what it uses, in the order it wants
-    from ewallet_etl.cli import etl_main, exit_now
+if __name__ == "__main__":
+    import sys
 
-    exit_now(etl_main())
+    from ewallet_etl.cli import etl_main
 
-from ewallet_etl.pipeline_api import (  # noqa: F401  (re-exported for the write-up's callers)
+    sys.exit(etl_main())
+
+from ewallet_etl.pipelines.write_up import (  # noqa: F401  (re-exported for the write-up's callers)
     extract_data,
     get_last_watermark,
     load_data,

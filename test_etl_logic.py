@@ -10,10 +10,13 @@ import pyarrow as pa
 import pytest
 
 from ewallet_etl.config import ConfigError, Settings, parse_clickhouse_url
-from ewallet_etl.transform import (
-    amount_categories, amount_category, surrogate_keys, transform_transactions,
+from ewallet_etl.core.transform import (
+    amount_categories,
+    amount_category,
+    surrogate_keys,
+    transform_transactions,
 )
-from ewallet_etl.watermark import EPOCH, Window, next_window
+from ewallet_etl.core.window import EPOCH, Window, next_window
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -163,3 +166,30 @@ def test_clickhouse_url_forms(url, kind, database):
 def test_bad_clickhouse_urls_are_refused(url):
     with pytest.raises(ConfigError):
         parse_clickhouse_url(url)
+
+
+def test_the_write_up_s_transform_takes_and_gives_pandas_dataframes():
+    import pandas as pd
+
+    from ewallet_etl.pipelines.write_up import transform_data
+
+    frame = pd.DataFrame({
+        "transaction_id": ["TX1", "TX2", "TX3"], "user_id": [1, 2, 3], "merchant_id": [1, 1, 2],
+        "amount": [Decimal("50000.00"), Decimal("99999.99"), Decimal("-1.00")],
+        "status": ["SUCCESS", "FAILED", "SUCCESS"],
+        "transaction_time": pd.to_datetime(["2025-01-10 08:15:00"] * 3),
+        "updated_at": pd.to_datetime(["2025-01-10 08:15:00.123456"] * 3),
+    })
+    facts, rejects = transform_data(frame)
+    assert isinstance(facts, pd.DataFrame) and isinstance(rejects, pd.DataFrame)
+    assert facts["transaction_id"].tolist() == ["TX1", "TX2"]
+    assert facts["amount"].tolist() == [Decimal("50000.00"), Decimal("99999.99")]
+    assert facts["amount_category"].tolist() == ["Medium", "Medium"]
+    assert rejects["reason"].tolist() == ["amount is negative"]
+    # the same rows as Arrow give the same facts
+    arrow_facts, _ = transform_data(pa.Table.from_pandas(frame, preserve_index=False))
+    assert arrow_facts.to_pandas().equals(facts)
+    as_text = frame.assign(amount=["50000.00", "99999.99", "-1.00"])
+    assert transform_data(as_text)[0]["amount"].tolist() == facts["amount"].tolist()
+    with pytest.raises(TypeError, match="float"):
+        transform_data(frame.assign(amount=[50000.0, 99999.99, -1.0]))

@@ -19,10 +19,10 @@ os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 
 import dlt  # noqa: E402
 import pyarrow as pa  # noqa: E402
+from common import Settings  # noqa: E402
 from dlt.sources.sql_database import sql_table  # noqa: E402
 
-from common import Settings  # noqa: E402
-from ewallet_etl import transform  # noqa: E402
+from ewallet_etl.core import transform  # noqa: E402
 
 NOW = datetime.now(timezone.utc)
 

@@ -20,8 +20,16 @@ from pathlib import Path
 from typing import Callable
 
 from common import (
-    BASELINE_PYTHON, PYTHON, ROOT, ClickHouseServer, baseline_has, clickhouse_client, fact_ddl,
-    mysql_conn, mysql_table_function, pull_sql,
+    BASELINE_PYTHON,
+    PYTHON,
+    ROOT,
+    ClickHouseServer,
+    baseline_has,
+    clickhouse_client,
+    fact_ddl,
+    mysql_conn,
+    mysql_table_function,
+    pull_sql,
 )
 
 BENCH = ROOT / "bench"

@@ -25,8 +25,7 @@ from decimal import Decimal  # noqa: E402
 import mysql.connector  # noqa: E402
 import pandas as pd  # noqa: E402
 from clickhouse_driver import Client  # noqa: E402
-
-from common import ClickHouseServer, ROOT, Settings  # noqa: E402
+from common import ROOT, ClickHouseServer, Settings  # noqa: E402
 
 MASK = (1 << 64) - 1
 

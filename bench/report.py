@@ -85,7 +85,7 @@ def paired_ratio(a: dict | None, b: dict | None) -> float | None:
     walls_a = [r["wall"] for r in a["runs"] if r["returncode"] == 0]
     walls_b = [r["wall"] for r in b["runs"] if r["returncode"] == 0]
     if a["group"] == b["group"] and len(walls_a) == len(walls_b) == len(a["runs"]):
-        return statistics.median(x / y for x, y in zip(walls_a, walls_b))
+        return statistics.median(x / y for x, y in zip(walls_a, walls_b, strict=True))
     return a["wall_median"] / b["wall_median"]
 
 
@@ -206,7 +206,7 @@ def _markdown(head: list[str], body: list[list[str]]) -> str:
     widths = [max(len(str(row[i])) for row in [head, *body]) for i in range(len(head))]
 
     def fmt(row: list[str]) -> str:
-        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |"
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
 
     return "\n".join([fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
                       *[fmt(r) for r in body]])

@@ -26,14 +26,20 @@ import sys
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (puts the repository on sys.path)
 import cdc_events
+import common  # noqa: F401  (puts the repository on sys.path)
 import gen_data
 import methods as m
 import report
 from common import (
-    ROOT, ClickHouseServer, baseline_has, clickhouse_client, mysql_conn, source_settings,
+    ROOT,
+    ClickHouseServer,
+    baseline_has,
+    clickhouse_client,
+    mysql_conn,
+    source_settings,
 )
+
 from ewallet_etl.config import IDENTIFIER
 
 RESULTS = ROOT / "bench" / "results"

@@ -1,14 +1,17 @@
-"""The run audit: one row per pipeline run in analytics_dw.etl_runs, whatever the pipeline."""
+"""The run audit: one row per pipeline run in analytics_dw.etl_runs, whatever the pipeline, and
+the rows a pipeline refused, as analytics_dw.etl_quarantine rows."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Iterable
 
 import pyarrow as pa
 
-from .warehouse import Warehouse
+from ewallet_etl.core.errors import first_line
+from ewallet_etl.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -51,4 +54,24 @@ def record_run(wh: Warehouse, run: RunRecord) -> None:
     try:
         wh.insert("etl_runs", row)
     except Exception as exc:
-        log.warning("could not write the etl_runs row: %s", str(exc).splitlines()[0])
+        log.warning("could not write the etl_runs row: %s", first_line(exc))
+
+
+def quarantine_rows(rejects: pa.Table, source: str, run_id: str, at: datetime) -> pa.Table:
+    """Transform rejects (record_key, _version, reason, raw) -> etl_quarantine rows."""
+    n = rejects.num_rows
+    return pa.table({
+        "source": pa.array([source] * n, pa.string()),
+        "record_key": rejects.column("record_key"),
+        "_version": rejects.column("_version"),
+        "reason": rejects.column("reason"),
+        "raw": rejects.column("raw"),
+        "run_id": pa.array([run_id] * n, pa.string()),
+        "rejected_at": pa.array([at] * n, UTC_SECONDS),
+    })
+
+
+def count_reasons(reasons: dict[str, int], new: Iterable[str]) -> None:
+    """Add refusals to a run's count per reason (what its summary and log line show)."""
+    for reason in new:
+        reasons[reason] = reasons.get(reason, 0) + 1

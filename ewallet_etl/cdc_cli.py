@@ -1,10 +1,12 @@
-"""`cdc-stream.py`: flags, logging and exit codes of the CDC replay; the work is in `cdc.py`.
+"""`cdc-stream.py`: flags, logging and exit codes of the CDC commands; the work is in
+`pipelines/replay.py` (a file of change events) and `pipelines/binlog.py` (the live binlog).
 
-Exit codes (those of `cli.py`): 0 every event applied, 1 failed (a re-run of the same input
+Exit codes (core/exit_codes.py): 0 every event applied, 1 failed (a re-run of the same input
 repairs whatever landed), 2 bad usage or configuration (an unreadable input included),
 3 completed with rejects (valid events applied, bad ones in `analytics_dw.etl_quarantine`).
-A replay or binlog run that `cdc_transactions` cannot take (fed by the other version scheme,
-or rows of an unknown one) is a configuration error, 2, until `--reset-replica`.
+Events of the other version scheme than the one `cdc_transactions` is fed by are refused one
+by one by a replay (3); a binlog run on such a replica does not start (2) until
+`--reset-replica`.
 """
 
 from __future__ import annotations
@@ -17,15 +19,15 @@ import uuid
 from datetime import datetime, timezone
 from typing import Sequence, TextIO
 
-from .cli import (
-    EXIT_FAILED, EXIT_OK, EXIT_REJECTS, EXIT_USAGE, setup_logging, without_pandas,
-)
-from .config import ConfigError, Settings
+from ewallet_etl.cli import read_settings, setup_logging
+from ewallet_etl.config import Settings
+from ewallet_etl.core.errors import first_line
+from ewallet_etl.core.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_REJECTS, EXIT_USAGE
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INPUT = "cdc_events.json"
-# binlog: the live reader (binlog.py; README "Live CDC from the binlog")
+# binlog: the live reader (pipelines/binlog.py; docs/binlog-cdc.md)
 SOURCES = ["file", "binlog"]
 
 
@@ -47,7 +49,7 @@ def _database_name(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cdc import DEFAULT_BATCH_SIZE
+    from ewallet_etl.pipelines.replay import DEFAULT_BATCH_SIZE
 
     parser = argparse.ArgumentParser(
         prog="cdc-stream.py",
@@ -97,12 +99,8 @@ def _open_input(name: str) -> TextIO:
 
 def cdc_main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    without_pandas()
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        setup_logging("INFO")
-        log.error("configuration: %s", exc)
+    settings = read_settings()
+    if settings is None:
         return EXIT_USAGE
     setup_logging("DEBUG" if args.debug else settings.log_level)
     if args.source != "binlog" and (args.follow or args.resnapshot):
@@ -115,7 +113,7 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.reset_replica:
         return _reset(settings, args.debug)
     if args.source == "binlog":
-        from .binlog import binlog_main
+        from ewallet_etl.pipelines.binlog import binlog_main
 
         return binlog_main(settings, follow=args.follow, resnapshot=args.resnapshot,
                            debug=args.debug)
@@ -126,8 +124,8 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     log.info("cdc replay of %s -> %s", "stdin" if args.input == "-" else args.input,
              settings.warehouse.describe())
-    from .cdc import run_replay
-    from .cdc_lineage import LineageError
+    from ewallet_etl.pipelines.replay import run_replay
+    from ewallet_etl.state.lineage import LineageError
 
     try:
         with stream:
@@ -137,18 +135,18 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
         log.error("refused: %s", exc)
         return EXIT_USAGE
     except Exception as exc:
-        log.error("failed: %s", _first_line(exc), exc_info=args.debug)
+        log.error("failed: %s", first_line(exc), exc_info=args.debug)
         return EXIT_FAILED
     log.info("%s", report.summary())
     return EXIT_REJECTS if report.rejected else EXIT_OK
 
 
 def _reset(settings: Settings, debug: bool) -> int:
-    """--reset-replica: empty the CDC replicas and their claim (README: CDC replay, reset)."""
-    from .audit import RunRecord, record_run
-    from .batch import open_warehouse
-    from .cdc import SOURCE
-    from .cdc_lineage import RESET_TABLES, reset_replicas
+    """--reset-replica: empty the CDC replicas and their claim (docs/change-events.md, "Reset")."""
+    from ewallet_etl.audit import RunRecord, record_run
+    from ewallet_etl.pipelines.replay import SOURCE
+    from ewallet_etl.state.lineage import RESET_TABLES, reset_replicas
+    from ewallet_etl.warehouse import open_warehouse
 
     started = datetime.now(timezone.utc)
     try:
@@ -163,12 +161,10 @@ def _reset(settings: Settings, debug: bool) -> int:
         finally:
             wh.close()
     except Exception as exc:
-        log.error("failed: %s", _first_line(exc), exc_info=debug)
+        log.error("failed: %s", first_line(exc), exc_info=debug)
         return EXIT_FAILED
     log.info("reset: emptied %s; the next replay or binlog run starts them afresh",
              ", ".join(RESET_TABLES))
     return EXIT_OK
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

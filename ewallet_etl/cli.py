@@ -15,13 +15,21 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Sequence
 
-from .config import ConfigError, Settings
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS, EXIT_MISMATCH = 0, 1, 2, 3, 4
+from ewallet_etl.config import ConfigError, Settings
+from ewallet_etl.core.errors import first_line
+from ewallet_etl.core.exit_codes import (  # noqa: F401
+    EXIT_FAILED,
+    EXIT_MISMATCH,
+    EXIT_OK,
+    EXIT_REJECTS,
+    EXIT_USAGE,
+)
+from ewallet_etl.pipelines import faults
 
 log = logging.getLogger("ewallet_etl")
+QUIET_LIBRARIES = ("clickhouse_driver", "pymysqlreplication")
 
 
 def setup_logging(level: str) -> None:
@@ -30,56 +38,28 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if level != "DEBUG":
-        # clickhouse-driver logs every failed connect with a stack trace; ours is one line.
-        logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
+    if level != "DEBUG":  # libraries log failed connects with stack traces; ours is one line
+        for name in QUIET_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        # connectorx logs from Rust (its connection pool's retries), configured by RUST_LOG
+        # when it is first imported, which happens later, in the first read.
+        os.environ.setdefault("RUST_LOG", "off")
 
 
-class _NoPandas:
-    """A finder that says pandas is not installed (see `without_pandas`)."""
-
-    @staticmethod
-    def find_spec(name: str, path: object = None, target: object = None) -> None:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ModuleNotFoundError(f"{name}: not used by this command", name=name)
-
-
-def without_pandas() -> None:
-    """pyarrow imports pandas, when installed (chDB's package depends on it), the first time
-    it checks whether a value is a pandas object: 0.15 s and 35 MiB per run, for nothing, as
-    these commands never hand it one. So for the rest of this command's process, pandas is
-    not installed. Library users of the package are not affected: only the commands call it."""
-    if "pandas" not in sys.modules and _NoPandas not in sys.meta_path:
-        sys.meta_path.insert(0, _NoPandas)  # type: ignore[arg-type]
-
-
-def exit_now(code: int) -> NoReturn:
-    """End the command without the interpreter's teardown, which spends ~60 ms freeing
-    modules and Arrow memory that the OS takes back anyway (a fifth of an incremental run).
-    By now the command has closed what it opened (connections, the checkpoint, the audit row);
-    here the chDB session is closed and the logs and output flushed. Only the entry points
-    call it: `etl_main` and `cdc_main` return normally to any other caller."""
-    warehouse = sys.modules.get("ewallet_etl.warehouse")
-    if warehouse is not None:
-        warehouse.release_chdb()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-def _settings() -> Settings | None:
+def read_settings() -> Settings | None:
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
     except ConfigError as exc:
         setup_logging("INFO")
         log.error("configuration: %s", exc)
         return None
+    faults.arm(settings.kill_at)
+    return settings
 
 
 def _fail(exc: BaseException, debug: bool) -> int:
     """One clear line naming what failed; the stack only with --debug."""
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    first = first_line(exc)
     log.error("failed: %s", first, exc_info=debug)
     return EXIT_FAILED
 
@@ -102,18 +82,17 @@ def etl_main(argv: Sequence[str] | None = None) -> int:
                       "difference")
     parser.add_argument("--debug", action="store_true", help="log stack traces on errors")
     args = parser.parse_args(argv)
-    without_pandas()
-    settings = _settings()
+    settings = read_settings()
     if settings is None:
         return EXIT_USAGE
     setup_logging("DEBUG" if args.debug else settings.log_level)
     log.info("ewallet-etl: %s", settings.describe())
     try:
         if args.reconcile:
-            from .reconcile import TARGETS, reconcile
+            from ewallet_etl.pipelines.reconcile import TARGETS, reconcile
 
             return EXIT_OK if reconcile(settings, TARGETS[args.reconcile]) else EXIT_MISMATCH
-        from .batch import run_batch
+        from ewallet_etl.pipelines.batch import run_batch
 
         report = run_batch(settings, full_refresh=args.full_refresh)
     except Exception as exc:
@@ -136,12 +115,11 @@ def sql_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if bool(args.sql) == bool(args.file):
         parser.error("give either SQL or --file")
-    settings = _settings()
+    settings = read_settings()
     if settings is None:
         return EXIT_USAGE
     setup_logging(settings.log_level)
-    from .batch import open_warehouse
-    from .warehouse import format_table
+    from ewallet_etl.warehouse import format_table, open_warehouse
 
     text = args.file.read_text() if args.file else args.sql
     try:

@@ -1,6 +1,7 @@
 """Settings, read once from the environment (the only module that reads os.environ).
 
-Every variable is listed, with its default and meaning, in `.env.example` and the README.
+Every variable is listed, with its default and meaning, in `.env.example` and the README
+("Configuration").
 Secrets (MYSQL_PASSWORD, the password inside CLICKHOUSE_URL) never appear in `repr`, logs or
 error messages: use `Settings.describe()` for anything printed.
 """
@@ -30,7 +31,7 @@ ENV_DEFAULTS: dict[str, str] = {
     "ETL_OVERLAP_SECONDS": "300",
     "ETL_MAX_RETRIES": "4",
     "LOG_LEVEL": "INFO",
-    # Binlog CDC (cdc-stream.py --source binlog); see the README, "Live CDC from the binlog".
+    # Binlog CDC (cdc-stream.py --source binlog); see docs/binlog-cdc.md, "Settings".
     "CDC_STREAM_NAME": "binlog_cdc",
     "CDC_SERVER_ID": "0",
     "CDC_BATCH_EVENTS": "10000",
@@ -123,6 +124,7 @@ class Settings:
     cdc_server_id: int = 0
     cdc_batch_events: int = 10000
     cdc_batch_ms: int = 1000
+    kill_at: str = ""  # tests only: the fault point where the run SIGKILLs itself (faults.py)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -145,6 +147,7 @@ class Settings:
             cdc_server_id=_int(env, "CDC_SERVER_ID"),
             cdc_batch_events=_int(env, "CDC_BATCH_EVENTS", 1),
             cdc_batch_ms=_int(env, "CDC_BATCH_MS", 1),
+            kill_at=env.get("ETL_KILL_AT", ""),  # undocumented on purpose: the kill tests' hook
         )
 
     def describe(self) -> str:

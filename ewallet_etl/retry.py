@@ -6,6 +6,8 @@ import logging
 import time
 from typing import Callable, TypeVar
 
+from ewallet_etl.core.errors import first_line
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -24,7 +26,7 @@ def with_retries(step: Callable[[], T], what: str, attempts: int, base_delay: fl
                 raise
             delay = min(base_delay * 2**attempt, 8.0)
             log.warning("%s failed (%s); retry %d/%d in %.1fs",
-                        what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                        what, first_line(exc),
                         attempt + 1, attempts, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")

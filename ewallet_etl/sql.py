@@ -2,7 +2,7 @@
 
 import sys
 
-from .cli import sql_main
+from ewallet_etl.cli import sql_main
 
 if __name__ == "__main__":
     sys.exit(sql_main())

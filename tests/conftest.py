@@ -12,12 +12,17 @@ from typing import Iterator
 
 import pytest
 
-from ewallet_etl import source_mysql
-from ewallet_etl.batch import WAREHOUSE_DDL
 from ewallet_etl.config import Settings
-from ewallet_etl.warehouse import ensure_schema, release_chdb
+from ewallet_etl.sources import mysql as source_mysql
+from ewallet_etl.warehouse import WAREHOUSE_DDL, ensure_schema, release_chdb
 from tests.helpers import (
-    SOURCE_DDL, mysql_admin, open_warehouse, run_sql_file, settings_for, unique, warehouse_target,
+    SOURCE_DDL,
+    mysql_admin,
+    open_warehouse,
+    run_sql_file,
+    settings_for,
+    unique,
+    warehouse_target,
 )
 
 ENGINES = ["clickhouse-server", "chdb"]

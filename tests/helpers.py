@@ -292,7 +292,7 @@ def _close(sock: Any) -> None:
 # the window back at random (the production query runs, plus that filter).
 OWN_TRANSACTIONS_BOOT = (
     "import runpy, sys\n"
-    "from ewallet_etl import source_mysql\n"
+    "from ewallet_etl.sources import mysql as source_mysql\n"
     "real, database = source_mysql.oldest_open_transaction, sys.argv.pop(1)\n"
     "source_mysql.oldest_open_transaction = lambda conn: real(conn, database=database)\n"
     "sys.argv[0] = 'etl_pipeline.py'\n"

@@ -292,7 +292,7 @@ def in_build_context(path: str) -> bool:
 def test_build_context_holds_what_runs_and_no_secret_or_local_state() -> None:
     needed = ["requirements.txt", "docker/etl-loop.sh",
               "etl_pipeline.py", "cdc-stream.py", "DDL-Clickhouse.sql",
-              *(p.relative_to(ROOT).as_posix() for p in ROOT.glob("ewallet_etl/*.py"))]
+              *(p.relative_to(ROOT).as_posix() for p in ROOT.glob("ewallet_etl/**/*.py"))]
     assert [p for p in needed if not in_build_context(p)] == []
     kept_out = [".env", ".venv/bin/python", ".git/HEAD", ".local/chdb/data",
                 "tests/conftest.py", "ewallet_etl/__pycache__/config.cpython-311.pyc"]

@@ -14,11 +14,17 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from ewallet_etl import source_mysql, transform
-from ewallet_etl.batch import run_batch
-from ewallet_etl.reconcile import compare, reconcile
+from ewallet_etl.core import transform
+from ewallet_etl.pipelines.batch import run_batch
+from ewallet_etl.pipelines.reconcile import compare, reconcile
+from ewallet_etl.sources import mysql as source_mysql
 from tests.helpers import (
-    ROOT, as_decimal, checkpoint_of, mysql_admin, mysql_exec, warehouse_target,
+    ROOT,
+    as_decimal,
+    checkpoint_of,
+    mysql_admin,
+    mysql_exec,
+    warehouse_target,
 )
 
 pytestmark = pytest.mark.integration

@@ -18,14 +18,24 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from ewallet_etl import source_mysql
-from ewallet_etl.batch import open_warehouse, run_batch
 from ewallet_etl.config import parse_clickhouse_url
-from ewallet_etl.reconcile import compare
-from ewallet_etl.warehouse import release_chdb
+from ewallet_etl.pipelines.batch import run_batch
+from ewallet_etl.pipelines.reconcile import compare
+from ewallet_etl.sources import mysql as source_mysql
+from ewallet_etl.warehouse import open_warehouse, release_chdb
 from tests.helpers import (
-    SERVER_URL, ProxyProcess, checkpoint_of, generate_transactions, mysql_admin, mysql_exec,
-    run_cli, settings_for, source_totals, unique, warehouse_target, warehouse_totals,
+    SERVER_URL,
+    ProxyProcess,
+    checkpoint_of,
+    generate_transactions,
+    mysql_admin,
+    mysql_exec,
+    run_cli,
+    settings_for,
+    source_totals,
+    unique,
+    warehouse_target,
+    warehouse_totals,
 )
 
 pytestmark = pytest.mark.integration
@@ -241,7 +251,7 @@ def test_clickhouse_blip_mid_insert_is_retried_and_the_load_is_exact(isolated):
 
 
 def test_stream_reports_a_dropped_connection_as_one_clear_error(source_db, capfd):
-    from ewallet_etl import source_mysql
+    from ewallet_etl.sources import mysql as source_mysql
 
     generate_transactions(source_db, MYSQL_ROWS)
     settings = settings_for(source_db, warehouse_target("clickhouse-server", "unused", None),

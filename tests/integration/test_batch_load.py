@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from ewallet_etl.batch import run_batch
-from ewallet_etl.transform import surrogate_keys
+from ewallet_etl.core.transform import surrogate_keys
+from ewallet_etl.pipelines.batch import run_batch
 from tests.helpers import INCREMENTAL_BATCH, ROOT, fact_state, mysql_admin, mysql_exec, run_sql_file
 
 pytestmark = pytest.mark.integration

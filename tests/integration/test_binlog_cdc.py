@@ -25,17 +25,28 @@ from typing import Iterator
 import pymysql
 import pytest
 
-from ewallet_etl.batch import WAREHOUSE_DDL
-from ewallet_etl.binlog import PreflightError, StreamReport, run_binlog, server_identity
-from ewallet_etl.binlog_decode import fast_decoding
-from ewallet_etl.binlog_source import (
-    StreamError, control_connection, master_position, open_reader, read_changes,
-)
-from ewallet_etl.binlog_state import Position, read_position, save_position, version
 from ewallet_etl.config import Settings, WarehouseTarget
-from ewallet_etl.warehouse import Warehouse, connect, ensure_schema, release_chdb
-from tests.helpers import ROOT, env_for, mysql_admin, mysql_exec, settings_for, unique, \
-    warehouse_target
+from ewallet_etl.core.binlog_position import Position, version
+from ewallet_etl.pipelines.binlog import PreflightError, StreamReport, run_binlog, server_identity
+from ewallet_etl.sources.binlog import (
+    StreamError,
+    control_connection,
+    master_position,
+    open_reader,
+    read_changes,
+)
+from ewallet_etl.sources.binlog_decode import fast_decoding
+from ewallet_etl.state.positions import read_position, save_position
+from ewallet_etl.warehouse import WAREHOUSE_DDL, Warehouse, connect, ensure_schema, release_chdb
+from tests.helpers import (
+    ROOT,
+    env_for,
+    mysql_admin,
+    mysql_exec,
+    settings_for,
+    unique,
+    warehouse_target,
+)
 
 pytestmark = pytest.mark.integration
 

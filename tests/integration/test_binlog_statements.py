@@ -18,17 +18,28 @@ from typing import Iterator
 import pymysql
 import pytest
 
-from ewallet_etl.batch import WAREHOUSE_DDL
-from ewallet_etl.binlog import EXIT_OK, EXIT_USAGE, binlog_main, run_binlog
-from ewallet_etl.binlog_state import Position, save_position, version
 from ewallet_etl.config import Settings
-from ewallet_etl.warehouse import ensure_schema
+from ewallet_etl.core.binlog_position import Position, version
+from ewallet_etl.pipelines.binlog import EXIT_OK, EXIT_USAGE, binlog_main, run_binlog
+from ewallet_etl.state.positions import save_position
+from ewallet_etl.warehouse import WAREHOUSE_DDL, ensure_schema
 from tests.helpers import (
-    SOURCE_DDL, as_decimal, mysql_admin, mysql_exec, run_sql_file, settings_for, unique,
+    SOURCE_DDL,
+    as_decimal,
+    mysql_admin,
+    mysql_exec,
+    run_sql_file,
+    settings_for,
+    unique,
     warehouse_target,
 )
 from tests.integration.test_binlog_cdc import (
-    assert_replica_equals_source, opened, query, run_stream, saved_position, source_end,
+    assert_replica_equals_source,
+    opened,
+    query,
+    run_stream,
+    saved_position,
+    source_end,
 )
 
 pytestmark = pytest.mark.integration

@@ -14,14 +14,19 @@ from typing import Iterator
 
 import pytest
 
-from ewallet_etl.batch import WAREHOUSE_DDL
-from ewallet_etl.binlog import run_binlog
-from ewallet_etl.cdc import run_replay
 from ewallet_etl.config import Settings
-from ewallet_etl.reconcile import REPLICA, compare
-from ewallet_etl.warehouse import ensure_schema
-from tests.helpers import as_decimal, mysql_admin, mysql_exec, settings_for, unique, \
-    warehouse_target
+from ewallet_etl.pipelines.binlog import run_binlog
+from ewallet_etl.pipelines.reconcile import REPLICA, compare
+from ewallet_etl.pipelines.replay import run_replay
+from ewallet_etl.warehouse import WAREHOUSE_DDL, ensure_schema
+from tests.helpers import (
+    as_decimal,
+    mysql_admin,
+    mysql_exec,
+    settings_for,
+    unique,
+    warehouse_target,
+)
 from tests.integration.test_binlog_cdc import opened, query
 
 pytestmark = pytest.mark.integration

@@ -16,11 +16,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from ewallet_etl.cdc import CdcReport, apply_items, run_replay, to_change
 from ewallet_etl.config import Settings
-from ewallet_etl.events import BadEvent, ChangeEvent, Op, parse_object
+from ewallet_etl.core.events import BadEvent, ChangeEvent, Op, parse_object
+from ewallet_etl.pipelines.replay import CdcReport, apply_items, run_replay, to_change
 from tests.helpers import ROOT, as_decimal, env_for, open_warehouse
 
 pytestmark = pytest.mark.integration

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from ewallet_etl.binlog import binlog_main
-from ewallet_etl.cdc import to_arrow, to_change
 from ewallet_etl.cdc_cli import build_parser, run_command
 from ewallet_etl.config import Settings
-from ewallet_etl.events import ChangeEvent, Op
+from ewallet_etl.core.changes import to_arrow, to_change
+from ewallet_etl.core.events import ChangeEvent, Op
+from ewallet_etl.pipelines.binlog import binlog_main
 from tests.helpers import ROOT, as_decimal, env_for, mysql_exec
 
 pytestmark = pytest.mark.integration

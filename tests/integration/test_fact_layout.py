@@ -8,10 +8,10 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from ewallet_etl.batch import WAREHOUSE_DDL, run_batch
-from ewallet_etl.reconcile import compare
-from ewallet_etl.transform import transform_transactions
-from ewallet_etl.warehouse import FACT_SORTING_KEY, ensure_schema
+from ewallet_etl.core.transform import transform_transactions
+from ewallet_etl.pipelines.batch import run_batch
+from ewallet_etl.pipelines.reconcile import compare
+from ewallet_etl.warehouse import FACT_SORTING_KEY, WAREHOUSE_DDL, ensure_schema
 from tests.helpers import as_decimal, mysql_exec
 
 pytestmark = pytest.mark.integration

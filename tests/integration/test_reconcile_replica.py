@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from ewallet_etl.cdc import run_replay
-from ewallet_etl.reconcile import REPLICA, compare
+from ewallet_etl.pipelines.reconcile import REPLICA, compare
+from ewallet_etl.pipelines.replay import run_replay
 from tests.helpers import mysql_exec, run_cli
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from ewallet_etl import source_mysql
 from ewallet_etl.config import Settings
-from ewallet_etl.source_ids import IDS_PER_QUERY, ExistingIds
+from ewallet_etl.sources import mysql as source_mysql
+from ewallet_etl.sources.mysql_ids import IDS_PER_QUERY, ExistingIds
 from tests.helpers import mysql_exec, settings_for
 
 pytestmark = pytest.mark.integration

@@ -31,13 +31,21 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ewallet_etl import transform
-from ewallet_etl.batch import WAREHOUSE_DDL, run_batch
-from ewallet_etl.reconcile import compare
-from ewallet_etl.warehouse import ensure_schema
+from ewallet_etl.core import transform
+from ewallet_etl.pipelines.batch import run_batch
+from ewallet_etl.pipelines.reconcile import compare
+from ewallet_etl.warehouse import WAREHOUSE_DDL, ensure_schema
 from tests.helpers import (
-    ROOT, as_decimal, checkpoint_of, fact_state, mysql_admin, mysql_exec, open_warehouse,
-    run_cli, unique, warehouse_target,
+    ROOT,
+    as_decimal,
+    checkpoint_of,
+    fact_state,
+    mysql_admin,
+    mysql_exec,
+    open_warehouse,
+    run_cli,
+    unique,
+    warehouse_target,
 )
 
 pytestmark = pytest.mark.integration

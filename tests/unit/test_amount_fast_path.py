@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ewallet_etl import transform
+from ewallet_etl.core import transform
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -7,9 +7,16 @@ from decimal import Decimal
 
 import pytest
 
-from ewallet_etl.binlog_state import (
-    BoundaryTracker, Position, VersionOverflow, derive_server_id, file_sequence,
-    privilege_problems, server_id_problems, variable_problems, version,
+from ewallet_etl.core.binlog_position import (
+    BoundaryTracker,
+    Position,
+    VersionOverflow,
+    derive_server_id,
+    file_sequence,
+    privilege_problems,
+    server_id_problems,
+    variable_problems,
+    version,
 )
 
 GOOD_VARIABLES = {"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "FULL",
@@ -152,7 +159,7 @@ USER = "'cdc'@'%'"
 def test_privileges(grants, missing):
     problems = privilege_problems(grants, USER)
     assert len(problems) == len(missing)
-    for name, problem in zip(missing, problems):
+    for name, problem in zip(missing, problems, strict=True):
         assert f"GRANT {name} ON *.* TO {USER}" in problem
 
 
@@ -184,7 +191,7 @@ LOGS = {"binlog.000003": 1000, "binlog.000004": 500}
     (("binlog.000009", 4), "the binlog was reset"),        # ahead of the server
 ])
 def test_a_saved_position_must_still_be_on_the_server(saved, message):
-    from ewallet_etl.binlog import PreflightError, check_resumable
+    from ewallet_etl.pipelines.binlog import PreflightError, check_resumable
 
     end = Position.of("binlog.000004", 500)
     if message is None:
@@ -211,8 +218,8 @@ def _event(cls_name: str, table: str, rows: list[dict]):
 
 
 def test_rows_events_become_versioned_change_events():
-    from ewallet_etl.binlog_source import row_changes
-    from ewallet_etl.events import Op
+    from ewallet_etl.core.events import Op
+    from ewallet_etl.sources.binlog import row_changes
 
     end = Position.of("binlog.000002", 900)
     update = _event("UpdateRowsEvent", "transactions", [
@@ -233,7 +240,7 @@ def test_rows_events_become_versioned_change_events():
 
 
 def test_rows_without_column_names_or_with_a_minimal_image_are_refused():
-    from ewallet_etl.binlog_source import StreamError, row_changes
+    from ewallet_etl.sources.binlog import StreamError, row_changes
 
     end = Position.of("binlog.000002", 900)
     nameless = _event("WriteRowsEvent", "users", [{"values": {"UNKNOWN_COL0": 1}}])
@@ -258,7 +265,7 @@ def test_rows_without_column_names_or_with_a_minimal_image_are_refused():
     ("81", 2, 0, "1"),
 ])
 def test_decimal_reader(data, precision, scale, expected):
-    from ewallet_etl.binlog_decode import _decimal_reader
+    from ewallet_etl.sources.binlog_decode import _decimal_reader
 
     raw = bytes.fromhex(data)
     value, end = _decimal_reader(precision, scale)(b"\x00" + raw, 1)
@@ -276,14 +283,14 @@ def _datetime2(y, mo, d, h, mi, s) -> bytes:
 def test_datetime2_reader(fsp, fraction, micro):
     from datetime import datetime
 
-    from ewallet_etl.binlog_decode import _datetime2_reader
+    from ewallet_etl.sources.binlog_decode import _datetime2_reader
 
     raw = _datetime2(2025, 1, 2, 3, 4, 5) + fraction
     assert _datetime2_reader(fsp)(raw, 0) == (datetime(2025, 1, 2, 3, 4, 5, micro), len(raw))
 
 
 def test_datetime2_reader_gives_none_for_a_zero_date():
-    from ewallet_etl.binlog_decode import _datetime2_reader
+    from ewallet_etl.sources.binlog_decode import _datetime2_reader
 
     assert _datetime2_reader(0)(bytes.fromhex("8000000000"), 0) == (None, 5)
 
@@ -349,7 +356,7 @@ TABLES = ("transactions", "users", "merchants")
     ("COMMIT", "src", None),
 ])
 def test_statement_verdicts(sql, schema, expected):
-    from ewallet_etl.binlog_statements import classify
+    from ewallet_etl.core.binlog_statements import classify
 
     verdict = classify(sql, schema, "src", TABLES)
     got = None if verdict is None else (verdict.action.value, verdict.kind, verdict.table)
@@ -357,7 +364,7 @@ def test_statement_verdicts(sql, schema, expected):
 
 
 def test_without_a_database_any_database_counts():
-    from ewallet_etl.binlog_statements import classify
+    from ewallet_etl.core.binlog_statements import classify
 
     assert classify("TRUNCATE TABLE x.users", "y", None, TABLES) is not None
 
@@ -371,7 +378,7 @@ def test_without_a_database_any_database_counts():
     ("COMMIT", None),
 ])
 def test_xa_resolutions(sql, expected):
-    from ewallet_etl.binlog_statements import xa_resolution
+    from ewallet_etl.core.binlog_statements import xa_resolution
 
     assert xa_resolution(sql) == expected
 
@@ -379,13 +386,13 @@ def test_xa_resolutions(sql, expected):
 # --- XA: held from PREPARE to COMMIT, positions pinned at their start ------------------------
 
 def _change(key: str, v: int):
-    from ewallet_etl.events import ChangeEvent, Op
+    from ewallet_etl.core.events import ChangeEvent, Op
 
     return ChangeEvent(Op.INSERT, "transactions", key, {}, v)
 
 
 def test_xa_rows_are_held_until_commit_and_dropped_on_rollback():
-    from ewallet_etl.binlog_state import XaHold
+    from ewallet_etl.core.binlog_position import XaHold
 
     hold, a, b = XaHold(), (1, b"a", b""), (1, b"b", b"")
     p = [Position.of("binlog.000001", n) for n in (100, 200, 300, 400, 500)]
@@ -406,7 +413,7 @@ def test_xa_rows_are_held_until_commit_and_dropped_on_rollback():
 
 
 def test_xa_one_phase_releases_at_once():
-    from ewallet_etl.binlog_state import XaHold
+    from ewallet_etl.core.binlog_position import XaHold
 
     hold = XaHold()
     hold.begin(Position.of("binlog.000001", 10))
@@ -438,7 +445,7 @@ def test_timestamp2_reader_is_utc_whatever_the_host_zone(monkeypatch, fsp, secon
     import time
     from datetime import datetime
 
-    from ewallet_etl.binlog_decode import _timestamp2_reader
+    from ewallet_etl.sources.binlog_decode import _timestamp2_reader
 
     monkeypatch.setenv("TZ", "America/New_York")
     time.tzset()
@@ -456,7 +463,7 @@ def test_a_zero_timestamp_becomes_none_and_is_rejected():
 
     from pymysqlreplication.constants import FIELD_TYPE
 
-    from ewallet_etl.binlog_source import row_changes
+    from ewallet_etl.sources.binlog import row_changes
 
     event = _event("WriteRowsEvent", "users", [
         {"values": {"user_id": 1, "updated_at": datetime(1970, 1, 1, 0, 0, 0, 999999),

@@ -12,15 +12,22 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from ewallet_etl.cdc import (
-    CdcReport, Change, reduce_changes, rejects_table, to_arrow, to_change,
-)
 from ewallet_etl.cdc_cli import build_parser, cdc_main
-from ewallet_etl.events import (
-    BadEvent, ChangeEvent, Op, Reject, binlog_version, parse_record, read_events,
+from ewallet_etl.core.changes import Change, reduce_changes, rejects_table, to_arrow, to_change
+from ewallet_etl.core.events import (
+    BadEvent,
+    ChangeEvent,
+    Op,
+    Reject,
+    binlog_version,
+    parse_record,
+    read_events,
 )
+from ewallet_etl.pipelines.replay import CdcReport
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "cdc_events.json"
@@ -317,7 +324,7 @@ def test_binlog_versions_follow_the_binlog_order(earlier, later):
 
 
 def test_binlog_version_layout_matches_the_live_reader():
-    state = pytest.importorskip("ewallet_etl.binlog_state")
+    state = pytest.importorskip("ewallet_etl.core.binlog_position")
     position = state.Position.of("binlog.000042", 123456)
     assert binlog_version("binlog.000042", 123456, 7) == state.version(position, 7)
 

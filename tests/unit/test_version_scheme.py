@@ -10,9 +10,15 @@ from datetime import datetime, timezone
 
 import pytest
 
-from ewallet_etl.events import ChangeEvent, Reject, Skipped, binlog_version, read_events
-from ewallet_etl.version_scheme import (
-    Scheme, debezium_scheme, is_foreign, origin_label, parse_scheme, refusal, start_refusal,
+from ewallet_etl.core.events import ChangeEvent, Reject, Skipped, binlog_version, read_events
+from ewallet_etl.core.version_scheme import (
+    Scheme,
+    debezium_scheme,
+    is_foreign,
+    origin_label,
+    parse_scheme,
+    refusal,
+    start_refusal,
 )
 
 FLAT = {"op": "insert", "transaction_id": "TX1", "user_id": 1, "merchant_id": 1,
@@ -158,8 +164,8 @@ def test_a_debezium_source_that_is_not_an_object_is_still_refused():
 def test_the_first_event_with_a_usable_version_claims_and_the_other_scheme_is_refused():
     """An event refused before its version could be used (another table) decides nothing; one
     whose row is refused (BadRow) does: its version is written, as a retraction."""
-    from ewallet_etl.cdc import SchemeGate, to_change
-    from ewallet_etl.events import BadEvent, BadRow
+    from ewallet_etl.core.changes import SchemeGate, to_change
+    from ewallet_etl.core.events import BadEvent, BadRow
 
     claims: list[Scheme] = []
     gate = SchemeGate(None, claims.append)
@@ -182,7 +188,7 @@ def test_the_first_event_with_a_usable_version_claims_and_the_other_scheme_is_re
 
 
 def test_a_claimed_gate_never_claims_again():
-    from ewallet_etl.cdc import SchemeGate
+    from ewallet_etl.core.changes import SchemeGate
 
     claims: list[Scheme] = []
     gate = SchemeGate(Scheme.BINLOG, claims.append)
@@ -192,7 +198,7 @@ def test_a_claimed_gate_never_claims_again():
 
 
 def test_skip_counts_are_kept_per_origin_and_bounded():
-    from ewallet_etl.cdc import MAX_ORIGINS, CdcReport
+    from ewallet_etl.pipelines.replay import MAX_ORIGINS, CdcReport
 
     report = CdcReport(run_id="r", started_at=datetime.now(timezone.utc))
     for i in range(MAX_ORIGINS + 50):

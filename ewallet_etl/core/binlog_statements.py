@@ -180,7 +180,8 @@ def xa_resolution(sql: str) -> tuple[bool, Xid] | None:
     match = _XA_END.match(sql.strip())  # not clean(): it would empty the xid's strings
     if not match or re.search(r"\bONE\s+PHASE$", match.group(2), re.I):
         return None
-    parts, pos, body = [], 0, match.group(2)
+    parts: list[bytes | int] = []
+    pos, body = 0, match.group(2)
     while pos < len(body) and len(parts) < 3:
         part = _XA_PART.match(body, pos)
         if not part:

@@ -77,7 +77,7 @@ def start_refusal(table: str, claimed: Scheme | None, scheme: Scheme) -> str | N
         return None
     return (f"{table} is fed by {claimed.label} versions; {scheme.label} versions do not "
             f"order against them, so the newest change could lose: run `{RESET_HINT}` to "
-            f"empty the CDC replicas, then this command again (README: CDC replay, reset)")
+            f"empty the CDC replicas, then this command again (docs/change-events.md, 'Reset')")
 
 
 def unclaimed_rows_problem(table: str) -> str:

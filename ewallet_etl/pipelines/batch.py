@@ -1,6 +1,6 @@
 """The batch ELT: plan the window -> read -> transform -> load -> save the checkpoint -> audit.
 
-What it guarantees (the README, "What the batch load guarantees", has the long form):
+What it guarantees (docs/guarantees.md has the long form, docs/correctness.md the rules):
 
 * Order. Dimensions before facts, so every fact key resolves; the facts of the window stream
   through one INSERT (`Warehouse.insert_stream`); the checkpoint only after every row of the
@@ -21,24 +21,16 @@ What it guarantees (the README, "What the batch load guarantees", has the long f
   pipeline fails at once with `RunInProgress`, before it reads or writes anything. A full
   refresh checks it still holds the lock right before its hard-delete sweep, whose comparison
   another run's load would otherwise disturb.
-* Test hooks. `fault_point(name)` SIGKILLs the process when `ETL_KILL_AT` equals `name`:
-  after_dimensions, after_first_chunk, after_chunk_<N> (N facts chunks sent on the INSERT; the
-  server may not have written them yet), mid_insert (half of the first facts chunk landed, by an
-  INSERT of its own), during_insert (the kill fires while the first facts chunk is being sent),
-  before_checkpoint, after_checkpoint.
+* Kill points for the fault tests (`faults.py`): no-ops unless a test arms one.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -46,18 +38,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pymysql
 
-from . import source_mysql, transform, watermark
-from .audit import RunRecord, record_run
-from .config import Settings
-from .retry import with_retries
-from .source_ids import with_found_flags
-from .warehouse import Warehouse, WarehouseError, WarehouseUnavailable, connect, ensure_schema
+from ewallet_etl.audit import RunRecord, count_reasons, quarantine_rows, record_run
+from ewallet_etl.config import Settings
+from ewallet_etl.core import transform
+from ewallet_etl.core.errors import first_line
+from ewallet_etl.core.window import Window, next_window, start_point
+from ewallet_etl.pipelines import faults
+from ewallet_etl.pipelines.faults import fault_point
+from ewallet_etl.retry import with_retries
+from ewallet_etl.sources import mysql as source_mysql
+from ewallet_etl.sources.mysql_ids import with_found_flags
+from ewallet_etl.state.checkpoint import landed_row, read_checkpoint, read_landed, save_checkpoint
+from ewallet_etl.warehouse import (
+    Warehouse,
+    WarehouseError,
+    WarehouseUnavailable,
+    open_warehouse,
+)
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-WAREHOUSE_DDL = ROOT / "DDL-Clickhouse.sql"
-KILL_ENV = "ETL_KILL_AT"
 
 DIMENSIONS = (
     ("users", source_mysql.USERS_SQL, transform.transform_users, "dim_users"),
@@ -70,7 +70,7 @@ class RunReport:
     run_id: str
     mode: str
     started_at: datetime
-    window: watermark.Window | None = None
+    window: Window | None = None
     old_checkpoint: datetime | None = None
     rows_read: int = 0
     rows_reread: int = 0  # rows of the overlap window, already loaded by an earlier run
@@ -113,39 +113,6 @@ class RunReport:
         )
 
 
-def _armed(name: str) -> bool:
-    return os.environ.get(KILL_ENV) == name
-
-
-def _kill() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def fault_point(name: str) -> None:
-    """Test hook: SIGKILL this process at the named point when ETL_KILL_AT says so."""
-    if _armed(name):
-        log.warning("%s=%s: killing myself", KILL_ENV, name)
-        _kill()
-
-
-def open_warehouse(settings: Settings) -> Warehouse:
-    target = settings.warehouse
-
-    def attempt() -> Warehouse:
-        try:
-            wh = connect(target)
-        except WarehouseError:
-            raise
-        except Exception as exc:  # chDB refuses a folder another process has open, vaguely
-            hint = " (is another process using the folder?)" if target.kind == "chdb" else ""
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise WarehouseError(f"{target.describe()}: {first}{hint}") from exc
-        ensure_schema(wh, WAREHOUSE_DDL)
-        return wh
-
-    return with_retries(attempt, f"connect to {target.describe()}", settings.max_retries)
-
-
 def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
     report = RunReport(
         run_id=uuid.uuid4().hex[:12],
@@ -162,17 +129,20 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
                      f"load the window from MySQL at {source_mysql.where(settings)}",
                      settings.max_retries)
         if full_refresh:  # hard deletes are invisible to the watermark: sweep them here
-            from .reconcile import sweep_deletes
+            from ewallet_etl.pipelines.reconcile import sweep_deletes
 
             # Still this pipeline's only run (its lock): no other run loads while it compares.
-            with_retries(source.get, f"check the run lock at {source_mysql.where(settings)}",
-                         settings.max_retries)
-            report.rows_deleted = sweep_deletes(settings, wh, db_now)
+            conn = with_retries(source.get, f"check the run lock at {source_mysql.where(settings)}",
+                                settings.max_retries)
+            try:
+                report.rows_deleted = sweep_deletes(conn, wh, db_now)
+            except pymysql.MySQLError as exc:
+                raise source_mysql.source_error(settings, exc) from exc
         fault_point("before_checkpoint")
         high = report.window.high
         # The warehouse's own mark first: a crash between the two saves leaves the lower of
         # them (the checkpoint) to start from, and the window is read again.
-        _insert(wh, settings, "etl_watermarks", watermark.landed_row(
+        _insert(wh, settings, "etl_watermarks", landed_row(
             settings.pipeline_name, settings.mysql_database, high, report.run_id,
             datetime.now(timezone.utc)))
         with_retries(lambda: _save_checkpoint(settings, source, high),
@@ -182,7 +152,7 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
         report.status = "completed_with_rejects" if report.rows_rejected else "success"
     except Exception as exc:
         report.status = "failed"
-        report.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        report.error = first_line(exc)
         raise
     finally:
         source.close()
@@ -201,9 +171,8 @@ def _plan(settings: Settings, source: source_mysql.ControlConnection, wh: Wareho
         try:
             conn = source.get()
             source_mysql.check_change_columns(conn)
-            checkpoint = watermark.read_checkpoint(conn, settings.pipeline_name)
-            return (checkpoint, source_mysql.db_clock(conn),
-                    source_mysql.oldest_open_transaction(conn))
+            checkpoint = read_checkpoint(conn, settings.pipeline_name)
+            return (checkpoint, *source_mysql.window_bounds(conn))
         except pymysql.MySQLError as exc:
             raise source_mysql.source_error(settings, exc) from exc
 
@@ -211,22 +180,26 @@ def _plan(settings: Settings, source: source_mysql.ControlConnection, wh: Wareho
         attempt, f"read the checkpoint from MySQL at {source_mysql.where(settings)}",
         settings.max_retries)
     landed = with_retries(
-        lambda: watermark.read_landed(wh, settings.pipeline_name, settings.mysql_database),
+        lambda: read_landed(wh, settings.pipeline_name, settings.mysql_database),
         "read the warehouse's watermark", settings.max_retries)
-    checkpoint = watermark.start_point(recorded, landed)
+    checkpoint = start_point(recorded, landed)
     if recorded is not None and checkpoint != recorded:
         log.warning("the warehouse holds data up to %s only (checkpoint %s): loading from there",
                     landed.isoformat() if landed else "nothing", recorded.isoformat())
     report.old_checkpoint = checkpoint
     if checkpoint is None:
         report.mode = "full"
-    report.window = watermark.next_window(
-        checkpoint, db_now, oldest_trx,
-        lag=timedelta(seconds=settings.lag_seconds),
-        overlap=timedelta(seconds=settings.overlap_seconds),
-        full_refresh=full_refresh,
-    )
+    report.window = plan_window(settings, checkpoint, db_now, oldest_trx, full_refresh)
     return db_now
+
+
+def plan_window(settings: Settings, checkpoint: datetime | None, db_now: datetime,
+                oldest_trx: datetime | None, full_refresh: bool = False) -> Window:
+    """The window rule (core.window.next_window) with this pipeline's lag and overlap."""
+    return next_window(checkpoint, db_now, oldest_trx,
+                       lag=timedelta(seconds=settings.lag_seconds),
+                       overlap=timedelta(seconds=settings.overlap_seconds),
+                       full_refresh=full_refresh)
 
 
 def _load(settings: Settings, source: source_mysql.ControlConnection, wh: Warehouse,
@@ -247,7 +220,9 @@ def _load(settings: Settings, source: source_mysql.ControlConnection, wh: Wareho
                 _insert(wh, settings, table, transform_dim(chunk))
                 report.dimension_rows += chunk.num_rows
         fault_point("after_dimensions")
-        wh.insert_stream("fact_sales", _fact_chunks(settings, conn, wh, report))
+        facts = _fact_chunks(settings, conn, wh, report)
+        wh.insert_stream("fact_sales", faults.around_facts(
+            facts, lambda part: _insert(wh, settings, "fact_sales", part)))
     except pymysql.MySQLError as exc:
         raise source_mysql.source_error(settings, exc) from exc
 
@@ -268,18 +243,7 @@ def _fact_chunks(settings: Settings, conn: pymysql.connections.Connection, wh: W
             report.retracted += retracted.num_rows
         _count(report, chunk, facts)
         log.debug("chunk %d: %d rows", n, chunk.num_rows)
-        if n == 1 and _armed("mid_insert"):  # test hook: half a chunk lands, then the crash
-            _insert(wh, settings, "fact_sales", facts.slice(0, facts.num_rows // 2))
-            fault_point("mid_insert")
-        if n == 1 and _armed("during_insert"):  # test hook: the kill fires while it is sent
-            threading.Timer(0.005, _kill).start()
-            yield facts
-            time.sleep(60)  # if the insert beat the timer, die here: still before the checkpoint
-        else:
-            yield facts
-        if n == 1:
-            fault_point("after_first_chunk")
-        fault_point(f"after_chunk_{n}")
+        yield facts
 
 
 def _infer_members(wh: Warehouse, settings: Settings, report: RunReport,
@@ -331,32 +295,17 @@ def _insert(wh: Warehouse, settings: Settings, table: str, rows: pa.Table) -> No
 def _save_checkpoint(settings: Settings, source: source_mysql.ControlConnection,
                      high: datetime) -> None:
     try:
-        watermark.save_checkpoint(source.get(), settings.pipeline_name, high)
+        save_checkpoint(source.get(), settings.pipeline_name, high)
     except pymysql.MySQLError as exc:
         raise source_mysql.source_error(settings, exc) from exc
 
 
 def _quarantine(report: RunReport, rejects: pa.Table) -> pa.Table:
     """Count the rejects in the report; return them as etl_quarantine rows."""
-    for reason in rejects.column("reason").to_pylist():
-        report.reject_reasons[reason] = report.reject_reasons.get(reason, 0) + 1
+    count_reasons(report.reject_reasons, rejects.column("reason").to_pylist())
     report.rows_rejected += rejects.num_rows
     log.warning("quarantined %d rows: %s", rejects.num_rows, report.reject_reasons)
     return quarantine_rows(rejects, "transactions", report.run_id, report.started_at)
-
-
-def quarantine_rows(rejects: pa.Table, source: str, run_id: str, at: datetime) -> pa.Table:
-    """Transform rejects (record_key, _version, reason, raw) -> etl_quarantine rows."""
-    n = rejects.num_rows
-    return pa.table({
-        "source": pa.array([source] * n, pa.string()),
-        "record_key": rejects.column("record_key"),
-        "_version": rejects.column("_version"),
-        "reason": rejects.column("reason"),
-        "raw": rejects.column("raw"),
-        "run_id": pa.array([run_id] * n, pa.string()),
-        "rejected_at": pa.array([at] * n, transform.UTC_SECONDS),
-    })
 
 
 def _audit(wh: Warehouse, settings: Settings, report: RunReport) -> None:

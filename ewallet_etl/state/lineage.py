@@ -17,10 +17,14 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
-from .version_scheme import (
-    Scheme, parse_scheme, start_refusal, unclaimed_rows_problem, unknown_claim_problem,
+from ewallet_etl.core.version_scheme import (
+    Scheme,
+    parse_scheme,
+    start_refusal,
+    unclaimed_rows_problem,
+    unknown_claim_problem,
 )
-from .warehouse import Warehouse
+from ewallet_etl.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 

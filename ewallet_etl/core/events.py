@@ -37,19 +37,25 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from itertools import chain
 from typing import Any, Iterator, Mapping, TextIO, Union
 
-from .version_scheme import Scheme, debezium_scheme, has_binlog_position, is_foreign, origin_label
+from ewallet_etl.core.instants import EPOCH
+from ewallet_etl.core.version_scheme import (
+    Scheme,
+    debezium_scheme,
+    has_binlog_position,
+    is_foreign,
+    origin_label,
+)
 
 CHUNK_CHARS = 1 << 20
 DEFAULT_TABLE = "transactions"
 SOURCE_COLUMNS = ("transaction_id", "user_id", "merchant_id", "amount", "status",
                   "transaction_time")
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MICROSECOND = timedelta(microseconds=1)
 MAX_UINT64 = (1 << 64) - 1
 # 1..64 characters (the source's VARCHAR(64)), no control characters, valid UTF-8 (bytes that
@@ -222,7 +228,7 @@ def debezium_version(source: Mapping[str, Any]) -> int:
         return binlog_version(source["file"], source["pos"], row)
     for name, to_micros in (("ts_us", 1), ("ts_ns", None), ("ts_ms", 1000)):
         value = source.get(name)
-        if _is_int(value) and value >= 0:
+        if isinstance(value, int) and _is_int(value) and value >= 0:
             micros = value // 1000 if to_micros is None else value * to_micros
             if micros <= MAX_UINT64:
                 return micros
@@ -337,6 +343,12 @@ OUTSIDE_STRING = re.compile(r'["\[\]{},]')
 INSIDE_STRING = re.compile(r'["\\]')
 
 
+def _after_blanks(text: str, pos: int) -> int:
+    """The position after the whitespace at `pos` (WHITESPACE matches the empty string too)."""
+    blanks = WHITESPACE.match(text, pos)
+    return blanks.end() if blanks else pos
+
+
 class _ArraySplitter:
     """Streams the elements of a top-level JSON array; `buf[pos:]` is the unread text."""
 
@@ -360,7 +372,7 @@ class _ArraySplitter:
     def skip_blank(self) -> bool:
         """Move past whitespace, reading on as needed; False when the input is exhausted."""
         while True:
-            self.pos = WHITESPACE.match(self.buf, self.pos).end()
+            self.pos = _after_blanks(self.buf, self.pos)
             if self.pos < len(self.buf):
                 return True
             if not self.fill():
@@ -407,7 +419,7 @@ class _ArraySplitter:
                 return Reject("", 0, "not JSON" if text else "empty array element", text)
             # A number or literal cut by the chunk's end decodes as a shorter one: make sure
             # something follows the value before trusting it.
-            if WHITESPACE.match(self.buf, end).end() == len(self.buf) and not self.eof:
+            if _after_blanks(self.buf, end) == len(self.buf) and not self.eof:
                 if self.fill():
                     continue
             self.pos = end

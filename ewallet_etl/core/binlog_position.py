@@ -1,5 +1,5 @@
-"""Binlog CDC: the pure rules (positions, versions, transaction boundaries, preflight) and the
-durable position in ClickHouse (`cdc_state`).
+"""Binlog CDC: the pure rules (positions, versions, transaction boundaries, preflight). The
+durable position in ClickHouse (`cdc_state`) is kept by `state/positions.py`.
 
 Versions. A binlog position is monotonic over the whole log: file `binlog.000042` offset `p`
 comes after every offset of `binlog.000041`. A row change is versioned by the position *after*
@@ -28,16 +28,11 @@ one past the start of a prepared XA transaction that is not resolved yet (`XaHol
 from __future__ import annotations
 
 import re
-import time
 import zlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
-import pyarrow as pa
-
-from .events import BadEvent, ChangeEvent, binlog_version
-from .warehouse import Warehouse
+from ewallet_etl.core.events import BadEvent, ChangeEvent, binlog_version
 
 _SEQUENCE = re.compile(r"\.(\d+)$")
 
@@ -241,43 +236,3 @@ def server_id_problems(server_id: int, source_server_id: int, replicas: Sequence
         return [f"server id {server_id} is in use by replica {taken[0]!r} (SHOW SLAVE HOSTS): "
                 f"{fix}"]
     return []
-
-
-# --- the durable position ------------------------------------------------------------------
-
-READ_STATE_SQL = """
-SELECT argMax(log_file, _version), argMax(log_pos, _version), max(_version)
-FROM analytics_dw.cdc_state
-WHERE stream = {stream:String}
-GROUP BY stream
-"""
-
-
-@dataclass(frozen=True)
-class SavedState:
-    position: Position
-    version: int
-
-
-def read_position(wh: Warehouse, stream: str) -> SavedState | None:
-    rows = wh.query(READ_STATE_SQL, {"stream": stream})
-    if not rows:
-        return None
-    file, pos, state_version = rows[0]
-    return SavedState(Position.of(str(file), int(pos)), int(state_version))
-
-
-def save_position(wh: Warehouse, stream: str, position: Position, server_id: int,
-                  previous: int = 0) -> int:
-    """Append the stream's new position; its version is the wall clock in microseconds but
-    always above the previous one, so the newest save wins even if the binlog was reset."""
-    state_version = max(time.time_ns() // 1000, previous + 1)
-    wh.insert("cdc_state", pa.table({
-        "stream": pa.array([stream], pa.string()),
-        "log_file": pa.array([position.file], pa.string()),
-        "log_pos": pa.array([position.pos], pa.uint64()),
-        "server_id": pa.array([server_id], pa.uint32()),
-        "saved_at": pa.array([datetime.now(timezone.utc)], pa.timestamp("s", tz="UTC")),
-        "_version": pa.array([state_version], pa.uint64()),
-    }))
-    return state_version

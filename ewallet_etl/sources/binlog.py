@@ -26,18 +26,28 @@ from pymysql.connections import Connection
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.constants import FIELD_TYPE, NONE_SOURCE
 from pymysqlreplication.event import (
-    ExecuteLoadQueryEvent, FormatDescriptionEvent, GtidEvent, HeartbeatLogEvent,
-    MariadbGtidEvent, QueryEvent, RotateEvent, XAPrepareEvent, XidEvent,
+    ExecuteLoadQueryEvent,
+    FormatDescriptionEvent,
+    GtidEvent,
+    HeartbeatLogEvent,
+    MariadbGtidEvent,
+    QueryEvent,
+    RotateEvent,
+    XAPrepareEvent,
+    XidEvent,
 )
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-from .binlog_state import Boundary, BoundaryTracker, Position, XaHold, version
-from .binlog_statements import Action, classify, xa_resolution, xa_start
-from .config import Settings
-from .events import ChangeEvent, Op
-from .retry import TransientError
-from .source_mysql import (
-    UNREACHABLE_CODES, UTC_SESSION, SourceError, SourceUnavailable, where,
+from ewallet_etl.config import Settings
+from ewallet_etl.core.binlog_position import Boundary, BoundaryTracker, Position, XaHold, version
+from ewallet_etl.core.binlog_statements import Action, classify, xa_resolution, xa_start
+from ewallet_etl.core.events import ChangeEvent, Op
+from ewallet_etl.retry import TransientError
+from ewallet_etl.sources.mysql import (
+    SourceError,
+    connect,
+    connection_args,
+    source_error,
 )
 
 log = logging.getLogger(__name__)
@@ -80,22 +90,9 @@ class UnreplicableStatement(StreamError):
                 f"it): to go on, run cdc-stream.py --source binlog --resnapshot")
 
 
-def _mysql_error(settings: Settings, exc: pymysql.MySQLError) -> SourceError:
-    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-    kind = SourceUnavailable if code in UNREACHABLE_CODES else SourceError
-    return kind(f"MySQL at {where(settings)}: {exc.args[-1] if exc.args else exc}")
-
-
 def control_connection(settings: Settings, **extra: Any) -> pymysql.connections.Connection:
-    try:
-        return pymysql.connect(
-            host=settings.mysql_host, port=settings.mysql_port, user=settings.mysql_user,
-            password=settings.mysql_password, database=settings.mysql_database,
-            charset="utf8mb4", connect_timeout=5, init_command=UTC_SESSION,
-            **{"autocommit": True, **extra},
-        )
-    except pymysql.MySQLError as exc:
-        raise _mysql_error(settings, exc) from exc
+    """A connection for the binlog run's control statements (the batch's own kind)."""
+    return connect(settings, **extra)
 
 
 def master_position(conn: pymysql.connections.Connection) -> Position:
@@ -157,7 +154,7 @@ def consistent_snapshot(settings: Settings) -> Iterator[tuple[Position, Connecti
         yield position, conn
         conn.rollback()
     except pymysql.MySQLError as exc:
-        raise _mysql_error(settings, exc) from exc
+        raise source_error(settings, exc) from exc
     finally:
         conn.close()
 
@@ -200,11 +197,8 @@ class _Connector:
 def open_reader(settings: Settings, server_id: int, start: Position, report_host: str,
                 follow: bool, heartbeat: float) -> BinLogStreamReader:
     return BinLogStreamReader(
-        connection_settings={
-            "host": settings.mysql_host, "port": settings.mysql_port,
-            "user": settings.mysql_user, "password": settings.mysql_password,
-            "charset": "utf8mb4", "connect_timeout": 5, "read_timeout": max(30, 4 * heartbeat),
-        },
+        connection_settings={**connection_args(settings),
+                             "read_timeout": max(30, 4 * heartbeat)},
         server_id=server_id,
         is_mariadb=False,  # see the module docstring: MySQL-style dump on MariaDB too
         log_file=start.file, log_pos=start.pos, resume_stream=True,

@@ -17,8 +17,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SALE_STATUS = "SUCCESS"
-KNOWN_STATUSES = ("SUCCESS", "FAILED", "PENDING", "REFUNDED")
+from ewallet_etl.core.value_rules import (  # noqa: F401  (SALE_STATUS etc.: the batch's names)
+    AMOUNT_NEGATIVE,
+    AMOUNT_NULL,
+    AMOUNT_SCALE,
+    AMOUNT_TOO_LARGE,
+    AMOUNT_TOO_PRECISE,
+    KNOWN_STATUSES,
+    MAX_AMOUNT,
+    MAX_CENTS,
+    SALE_STATUS,
+    UNKNOWN_STATUS,
+)
 
 # Amount categories (IDR), the one place they are defined: an amount below a bound gets its
 # label; anything from the last bound up is TOP_CATEGORY.
@@ -29,8 +39,6 @@ AMOUNT_CATEGORY_BOUNDS: tuple[tuple[Decimal, str], ...] = (
 TOP_CATEGORY = "High"
 
 WAREHOUSE_AMOUNT = pa.decimal128(18, 2)
-MAX_AMOUNT = Decimal("9999999999999999.99")  # the largest Decimal(18, 2)
-MAX_CENTS = 999_999_999_999_999_999
 EARLIEST_TRANSACTION = datetime(2000, 1, 1, tzinfo=timezone.utc)
 # How far transaction_time may lie after the row's own change time (clock skew between the
 # application and the database). Measured from updated_at, not from the clock of the run: a
@@ -201,11 +209,11 @@ def refusals(batch: pa.Table) -> list[str | None]:
 # that has no row (yet) is not a reason: the fact loads with an inferred member (`inferred_*`).
 TRANSACTION_RULES = (
     "transaction_id is empty",
-    "amount is NULL",
-    "amount is negative",
-    "amount exceeds Decimal(18, 2)",
-    "amount has more than 2 decimals",
-    "unknown status",
+    AMOUNT_NULL,
+    AMOUNT_NEGATIVE,
+    AMOUNT_TOO_LARGE,
+    AMOUNT_TOO_PRECISE,
+    UNKNOWN_STATUS,
     "transaction_time is not a valid date",
     "transaction_time is NULL",
     "transaction_time before 2000-01-01",

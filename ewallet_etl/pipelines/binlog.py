@@ -32,26 +32,41 @@ from typing import Any
 
 import pymysql
 
-from . import binlog_apply, cdc
-from .batch import fault_point, open_warehouse
-from .binlog_decode import fast_decoding
-from .binlog_source import (
-    TABLE_KEYS, UnreplicableStatement, binary_logs, consistent_snapshot, control_connection,
-    master_position, open_reader, read_changes, snapshot_events, snapshot_rows,
+from ewallet_etl.config import Settings
+from ewallet_etl.core.binlog_position import (
+    Position,
+    derive_server_id,
+    privilege_problems,
+    server_id_problems,
+    variable_problems,
+    version,
 )
-from .binlog_state import (
-    Position, derive_server_id, privilege_problems, read_position, save_position,
-    server_id_problems, variable_problems, version,
+from ewallet_etl.core.errors import first_line
+from ewallet_etl.core.events import ChangeEvent
+from ewallet_etl.core.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_REJECTS, EXIT_USAGE
+from ewallet_etl.pipelines import binlog_apply
+from ewallet_etl.pipelines import replay as cdc
+from ewallet_etl.pipelines.faults import fault_point
+from ewallet_etl.retry import TransientError
+from ewallet_etl.sources.binlog import (
+    TABLE_KEYS,
+    UnreplicableStatement,
+    binary_logs,
+    consistent_snapshot,
+    control_connection,
+    master_position,
+    open_reader,
+    read_changes,
+    snapshot_events,
+    snapshot_rows,
 )
-from .config import Settings
-from .events import ChangeEvent
-from .retry import TransientError
-from .source_mysql import UNREACHABLE_CODES, SourceUnavailable
-from .warehouse import Warehouse
+from ewallet_etl.sources.binlog_decode import fast_decoding
+from ewallet_etl.sources.mysql import UNREACHABLE_CODES, SourceUnavailable
+from ewallet_etl.state.positions import read_position, save_position
+from ewallet_etl.warehouse import Warehouse, open_warehouse
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS = 0, 1, 2, 3
 PREFLIGHT_VARIABLES = ("log_bin", "binlog_format", "binlog_row_image", "binlog_row_metadata",
                        "server_id")
 
@@ -309,7 +324,7 @@ def _stream_with_restarts(settings: Settings, wh: Warehouse, report: StreamRepor
                 raise
             report.restarts += 1
             log.warning("binlog stream interrupted (%s); restart %d from %s",
-                        str(exc).splitlines()[0], failures, report.saved)
+                        first_line(exc), failures, report.saved)
             time.sleep(min(0.5 * 2 ** (failures - 1), 8.0))
 
 
@@ -329,7 +344,7 @@ def binlog_main(settings: Settings, follow: bool = False, resnapshot: bool = Fal
         log.error("binlog stream stopped: %s", exc)
         return EXIT_USAGE
     except Exception as exc:
-        log.error("failed: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+        log.error("failed: %s", first_line(exc),
                   exc_info=debug)
         return EXIT_FAILED
     finally:

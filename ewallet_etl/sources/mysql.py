@@ -23,8 +23,9 @@ import pyarrow as pa
 import pymysql
 from pymysql.converters import escape_item
 
-from .config import Settings
-from .retry import TransientError
+from ewallet_etl.config import Settings
+from ewallet_etl.core.errors import first_line
+from ewallet_etl.retry import TransientError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -127,34 +128,19 @@ def check_change_columns(conn: pymysql.connections.Connection) -> None:
 UNREACHABLE_CODES = {2003, 2005, 2006, 2013, 2055}
 
 
-class _Connection(pymysql.connections.Connection):
-    """PyMySQL's connection with one TLS context per process for its default PREFERRED mode
-    (try TLS, no certificate check): PyMySQL builds a new one per connect, loading the system's
-    CA store each time (~18 ms) for a context that verifies nothing."""
-
-    _preferred_tls: Any = None
-
-    def _create_ssl_ctx(self, sslp: Any) -> Any:
-        if sslp:  # explicit TLS settings: PyMySQL's own handling
-            return super()._create_ssl_ctx(sslp)
-        if _Connection._preferred_tls is None:
-            _Connection._preferred_tls = super()._create_ssl_ctx(sslp)
-        return _Connection._preferred_tls
+def connection_args(settings: Settings) -> dict[str, Any]:
+    """How every PyMySQL connection of this project reaches the source (the binlog reader's
+    too): the server and account, utf8mb4, a 5 s connect timeout."""
+    return {"host": settings.mysql_host, "port": settings.mysql_port,
+            "user": settings.mysql_user, "password": settings.mysql_password,
+            "charset": "utf8mb4", "connect_timeout": 5}
 
 
-def connect(settings: Settings) -> pymysql.connections.Connection:
+def connect(settings: Settings, **extra: Any) -> pymysql.connections.Connection:
+    """A connection to the source database, autocommit, in a UTC session (`extra` overrides)."""
     try:
-        return _Connection(
-            host=settings.mysql_host,
-            port=settings.mysql_port,
-            user=settings.mysql_user,
-            password=settings.mysql_password,
-            database=settings.mysql_database,
-            charset="utf8mb4",
-            autocommit=True,
-            connect_timeout=5,
-            init_command=UTC_SESSION,
-        )
+        return pymysql.connect(**{**connection_args(settings), "database": settings.mysql_database,
+                                  "autocommit": True, "init_command": UTC_SESSION, **extra})
     except pymysql.MySQLError as exc:
         raise source_error(settings, exc) from exc
 
@@ -245,7 +231,7 @@ def _reason(exc: BaseException) -> str:
     args = getattr(exc, "args", ())
     if len(args) >= 2 and isinstance(args[1], str):
         return f"({args[0]}) {args[1]}"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return first_line(exc)
 
 
 def bind(sql: str, params: dict[str, Any]) -> str:
@@ -284,6 +270,12 @@ def fetch_one(conn: pymysql.connections.Connection, sql: str, params: tuple = ()
 
 def changed_since(conn: pymysql.connections.Connection, table: str, low: datetime) -> bool:
     return fetch_one(conn, CHANGED_SINCE_SQL[table], (low,)) is not None
+
+
+def window_bounds(conn: pymysql.connections.Connection) -> tuple[datetime, datetime | None]:
+    """What bounds a window on the source: its clock and its oldest open writing transaction
+    (`oldest_open_transaction` looked up at call time: the tests narrow it to their database)."""
+    return db_clock(conn), oldest_open_transaction(conn)
 
 
 def db_clock(conn: pymysql.connections.Connection) -> datetime:
@@ -359,10 +351,9 @@ def stream(settings: Settings, sql: str, params: dict[str, Any]) -> Iterator[pa.
     mid-stream as a Rust panic (`PanicException`, a BaseException) and prints the panic, with a
     backtrace under RUST_BACKTRACE, straight to file descriptor 2: each call into it runs with
     that descriptor pointed at a scratch file, whose text is logged at DEBUG. Its pool's own log
-    lines are off unless RUST_LOG is set. Limit: a refused connection makes connectorx's pool
+    lines go to the same scratch file. Limit: a refused connection makes connectorx's pool
     retry for ~30 s before failing; `run_batch` probes with PyMySQL first, which fails at once.
     """
-    os.environ.setdefault("RUST_LOG", "off")  # read by connectorx's logger when it is imported
     import connectorx as cx
 
     with tempfile.TemporaryFile() as scratch:

@@ -36,19 +36,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
 import pymysql
 
-from . import source_mysql, transform
-from .batch import open_warehouse
-from .config import Settings
-from .retry import with_retries
-from .transform import UTC_SECONDS, WAREHOUSE_AMOUNT
-from .warehouse import Warehouse
+from ewallet_etl.config import Settings
+from ewallet_etl.core import transform
+from ewallet_etl.core.instants import micros
+from ewallet_etl.core.transform import UTC_SECONDS, WAREHOUSE_AMOUNT
+from ewallet_etl.retry import with_retries
+from ewallet_etl.sources import mysql as source_mysql
+from ewallet_etl.warehouse import Warehouse, open_warehouse
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,6 @@ FACT_COLUMNS = (
     ("updated_at", UTC_SECONDS), ("_version", pa.uint64()),
 )
 
-EPOCH = datetime(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -258,7 +258,7 @@ def _drill(conn: Any, wh: Warehouse, diff: DayDiff, target: Target,
         src_rows = _source_rows(conn, SOURCE_DAY_ROWS_SQL,
                                 (diff.day, diff.day + timedelta(days=1)))
     src = {row["transaction_id"]: (row["status"], _money(row["amount"]),
-                                   _micros(row["updated_at"]), refused)
+                                   micros(row["updated_at"]), refused)
            for row, refused in src_rows}
     dw = {} if diff.day is None else {
         tx: (status, _money(amount))
@@ -291,14 +291,14 @@ def _source_rows(conn: Any, sql: str, params: tuple) -> list[tuple[dict[str, Any
     with conn.cursor() as cur:
         cur.execute(sql, params)
         names = [d[0] for d in cur.description]
-        rows = [dict(zip(names, row)) for row in cur.fetchall()]
+        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
     if not rows:
         return []
     columns = {name: pa.array([row[name] for row in rows], SOURCE_ROW_TYPES.get(name))
                for name in names}
     if not pa.types.is_decimal(columns["amount"].type):  # every amount NULL
         columns["amount"] = columns["amount"].cast(pa.decimal128(38, 2))
-    return list(zip(rows, transform.refusals(pa.table(columns))))
+    return list(zip(rows, transform.refusals(pa.table(columns)), strict=True))
 
 
 def describe(diff: DayDiff) -> str:
@@ -331,26 +331,21 @@ def _money(value: Any) -> Decimal | None:
     return None if value is None else Decimal(str(value)).quantize(Decimal("0.01"))
 
 
-def _micros(moment: datetime) -> int:
-    """A source DATETIME(6) (naive UTC) as the pipeline's `_version`: microseconds."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
-    return (moment - EPOCH) // timedelta(microseconds=1)
-
-
-def sweep_deletes(settings: Settings, wh: Warehouse, source_now: datetime) -> int:
-    """Tombstone the facts found only in the warehouse; returns how many (see the docstring)."""
-    floor = _micros(source_now)
+def sweep_deletes(conn: Any, wh: Warehouse, source_now: datetime) -> int:
+    """Tombstone the facts found only in the warehouse; returns how many (see the docstring).
+    `conn` and `wh`: the full refresh's own connection and warehouse."""
+    floor = micros(source_now)
     swept = 0
-    for diff in compare(settings).diffs:
+    for diff in _compare(conn, wh, FACTS).diffs:
         if diff.day is None or not diff.extra:
             continue
         gone = set(diff.extra)
         rows = [row for row in wh.query(DAY_FACTS_SQL, {"day": diff.day}) if row[0] in gone]
         if not rows:
             continue
+        values_by_column = zip(*rows, strict=True)
         columns = {name: pa.array(values, kind)
-                   for (name, kind), values in zip(FACT_COLUMNS, zip(*rows))}
+                   for (name, kind), values in zip(FACT_COLUMNS, values_by_column, strict=True)}
         columns["_version"] = pa.array([max(int(v) + 1, floor) for v in columns["_version"]
                                         .to_pylist()], pa.uint64())
         columns["_deleted"] = pa.array([1] * len(rows), pa.uint8())

@@ -1,4 +1,4 @@
-"""The watermark rule, written down once, and the checkpoint it is kept in.
+"""The watermark rule, written down once (pure: the checkpoints are kept by state/checkpoint.py).
 
 Rule (for change column `updated_at`, stamped by the source database):
 
@@ -30,15 +30,10 @@ Rule (for change column `updated_at`, stamped by the source database):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
-import pyarrow as pa
-import pymysql
+from ewallet_etl.core.instants import EPOCH
 
-from .source_mysql import fetch_one
-from .warehouse import Warehouse
-
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 TRX_MARGIN = timedelta(seconds=1)  # trx_started has whole seconds
 
 
@@ -74,53 +69,3 @@ def start_point(checkpoint: datetime | None, landed: datetime | None) -> datetim
     if checkpoint is None or landed is None:
         return None
     return min(checkpoint, landed)
-
-
-LANDED_SQL = """
-SELECT max(watermark_us), count() FROM analytics_dw.etl_watermarks
-WHERE pipeline = {pipeline:String} AND source = {source:String}
-"""
-FACTS_PRESENT_SQL = "SELECT count() FROM analytics_dw.fact_sales"
-
-
-def read_landed(wh: Warehouse, pipeline: str, source: str) -> datetime | None:
-    """The watermark of the last window of `pipeline` from `source` that landed in this
-    warehouse; None if none did, or if its fact table is empty (emptied or replaced since)."""
-    ((micros, marks),) = wh.query(LANDED_SQL, {"pipeline": pipeline, "source": source})
-    if not marks:
-        return None
-    ((facts,),) = wh.query(FACTS_PRESENT_SQL)
-    if not facts:
-        return None
-    return EPOCH + timedelta(microseconds=int(micros))
-
-
-def landed_row(pipeline: str, source: str, value: datetime, run_id: str,
-               saved_at: datetime) -> pa.Table:
-    """The etl_watermarks row saying that `pipeline`'s data up to `value` landed."""
-    micros = (value.astimezone(timezone.utc) - EPOCH) // timedelta(microseconds=1)
-    return pa.table({
-        "pipeline": [pipeline], "source": [source],
-        "watermark_us": pa.array([micros], pa.uint64()),
-        "saved_at": pa.array([saved_at.astimezone(timezone.utc)], pa.timestamp("s", tz="UTC")),
-        "run_id": [run_id],
-    })
-
-
-def read_checkpoint(conn: pymysql.connections.Connection, pipeline: str) -> datetime | None:
-    row = fetch_one(conn, "SELECT last_synced_at FROM checkpoint WHERE pipeline_name = %s",
-                    (pipeline,))
-    if row is None or row[0] is None or row[0] <= EPOCH.replace(tzinfo=None):
-        return None
-    return row[0].replace(tzinfo=timezone.utc)
-
-
-def save_checkpoint(conn: pymysql.connections.Connection, pipeline: str, value: datetime) -> None:
-    with conn.cursor() as cur:
-        cur.execute(
-            # GREATEST: a slower run finishing after a newer one never moves it back.
-            "INSERT INTO checkpoint (pipeline_name, last_synced_at) VALUES (%s, %s) "
-            "ON DUPLICATE KEY UPDATE last_synced_at = "
-            "GREATEST(last_synced_at, VALUES(last_synced_at))",
-            (pipeline, value.astimezone(timezone.utc).replace(tzinfo=None)),
-        )

@@ -5,7 +5,7 @@ it stops (process-wide meanwhile; nothing else in this process reads the binlog)
 
 1. TableMap cache. The server writes a Table_map event before every rows event and the
    library re-parses its full optional metadata each time (~63% of the reader's time on
-   single-row statements, figures in the README, "Lag and throughput figures").
+   single-row statements, figures in docs/binlog-cdc.md, "Lag and throughput figures").
    `TableMapEvent.__init__` now reuses the parsed table when the event's bytes (table id,
    names, types, metadata) were seen before.
 2. Row decoder. The library decodes every value through a long if-chain per column and row.
@@ -32,7 +32,12 @@ from pymysqlreplication.constants import FIELD_TYPE
 from pymysqlreplication.constants.BINLOG import PARTIAL_UPDATE_ROWS_EVENT
 from pymysqlreplication.row_event import RowsEvent, TableMapEvent, UpdateRowsEvent
 
+from ewallet_etl.core.instants import EPOCH
+
 Reader = Callable[[bytes, int], tuple[Any, int]]
+# The release these patches were written against (tests/unit/test_library_pins.py fails loudly
+# when another one is installed: re-check the patched internals, then move the pin).
+WRITTEN_FOR = ("mysql-replication", "1.0.17")
 
 _TABLE_CACHE: dict[bytes, Any] = {}
 _parse_table_map = TableMapEvent.__init__
@@ -40,7 +45,7 @@ _library_fetch_rows = RowsEvent._fetch_rows
 INT_SIZES = {FIELD_TYPE.TINY: 1, FIELD_TYPE.SHORT: 2, FIELD_TYPE.INT24: 3, FIELD_TYPE.LONG: 4,
              FIELD_TYPE.LONGLONG: 8}
 DIG2BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
-EPOCH = datetime(1970, 1, 1)
+NAIVE_EPOCH = EPOCH.replace(tzinfo=None)  # decoded values are naive UTC, as the library's
 
 
 def _cached_table_map_init(self: TableMapEvent, from_packet: Any, event_size: int,
@@ -139,7 +144,7 @@ def _timestamp2_reader(fsp: int) -> Reader:
         if frac_bytes:
             micro = int.from_bytes(buf[pos + 4:pos + 4 + frac_bytes], "big")
             micro = (micro // 10 if fsp % 2 else micro) * scale
-        return EPOCH + timedelta(seconds=seconds, microseconds=micro), pos + 4 + frac_bytes
+        return NAIVE_EPOCH + timedelta(seconds=seconds, microseconds=micro), pos + 4 + frac_bytes
     return read
 
 

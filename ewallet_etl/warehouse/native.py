@@ -64,6 +64,11 @@ class ArrowRows:
         self.fallback = fallback
 
 
+# The release this subclass was written against (tests/unit/test_library_pins.py fails loudly
+# when another one is installed: re-check send_data's protocol, then move the pin).
+WRITTEN_FOR = ("clickhouse-driver", "0.2.11")
+
+
 class ArrowInsertClient(Client):
     """clickhouse-driver's Client, sending `[ArrowRows(tables)]` as pre-encoded Native blocks.
 
@@ -217,10 +222,10 @@ def _strings(values: pa.Array) -> bytes:
         return b""
     longest = int(lengths.max())
     if longest < 128 and longest * count == data.size:  # all the same short length (ids, codes)
-        out = np.empty((count, longest + 1), np.uint8)
-        out[:, 0] = longest
-        out[:, 1:] = data.reshape(count, longest)
-        return out.tobytes()
+        table = np.empty((count, longest + 1), np.uint8)
+        table[:, 0] = longest
+        table[:, 1:] = data.reshape(count, longest)
+        return table.tobytes()
     if longest < 128:  # one length byte each, before the value's bytes
         starts = offsets[:-1] - first + np.arange(count)
         out = np.empty(count + data.size, np.uint8)

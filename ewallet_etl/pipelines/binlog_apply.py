@@ -3,7 +3,7 @@
 * transactions -> `cdc_transactions` through `cdc.py` (its validation, reducer, insert and
   quarantine: one apply path for the JSON replay and the binlog).
 * users, merchants -> `cdc_users`, `cdc_merchants` here, the same way: validate (`BadEvent`
-  with a reason; nothing defaulted), reduce to the last version per key (`cdc.reduce_changes`),
+  with a reason; nothing defaulted), reduce to the last version per key (`reduce_changes`),
   one Arrow insert per table, rejects to `etl_quarantine`. created_at/updated_at are kept as
   exact microseconds since the epoch: TIMESTAMP(6) columns arrive as naive UTC datetimes from
   both the binlog decoders and the snapshot (read in a UTC session), so the writer's and this
@@ -22,14 +22,22 @@ from typing import Any, NamedTuple, Sequence
 
 import pyarrow as pa
 
-from . import cdc
-from .batch import quarantine_rows
-from .config import Settings
-from .events import BadEvent, BadRow, ChangeEvent, Op, Reject
-from .retry import with_retries
-from .warehouse import Warehouse
+from ewallet_etl.audit import count_reasons, quarantine_rows
+from ewallet_etl.config import Settings
+from ewallet_etl.core.changes import (
+    TABLE,
+    event_reject,
+    reduce_changes,
+    rejects_table,
+    retraction,
+    to_change,
+)
+from ewallet_etl.core.events import BadEvent, BadRow, ChangeEvent, Op, Reject
+from ewallet_etl.core.instants import micros
+from ewallet_etl.pipelines import replay as cdc
+from ewallet_etl.retry import with_retries
+from ewallet_etl.warehouse import Warehouse
 
-EPOCH = datetime(1970, 1, 1)
 MICROSECOND = timedelta(microseconds=1)
 MAX_ID = (1 << 32) - 1
 
@@ -38,12 +46,12 @@ DIMENSIONS = {
     "users": ("cdc_users", "user_id", ("name", "email", "city")),
     "merchants": ("cdc_merchants", "merchant_id", ("name", "category", "city")),
 }
-REPLICAS = {"transactions": (cdc.TABLE, "transaction_id"),
+REPLICAS = {"transactions": (TABLE, "transaction_id"),
             **{t: (r, k) for t, (r, k, _) in DIMENSIONS.items()}}
 
 
 class DimChange(NamedTuple):
-    """One validated users/merchants event as its replica row (`event` last, as cdc.Change)."""
+    """One validated users/merchants event as its replica row (`event` last, as changes.Change)."""
 
     key: str
     version: int
@@ -86,10 +94,10 @@ def _text(value: Any, name: str) -> str | None:
 def _micros(value: Any, name: str) -> int:
     if not isinstance(value, datetime) or value.tzinfo is not None:
         raise BadEvent(f"{name} is not a DATETIME")
-    micros = (value - EPOCH) // MICROSECOND
-    if micros < 0:
+    since_epoch = micros(value)
+    if since_epoch < 0:
         raise BadEvent(f"{name} is before 1970")
-    return micros
+    return since_epoch
 
 
 def dim_arrow(table: str, rows: Sequence[DimChange]) -> pa.Table:
@@ -112,7 +120,7 @@ def apply(wh: Warehouse, changes: Sequence[ChangeEvent], settings: Settings,
         by_table[event.table].append(event)
     for table, events in by_table.items():
         if table == "transactions":
-            valid, rejects = _validate(events, cdc.to_change)
+            valid, rejects = _validate(events, to_change)
             cdc.apply_batch(wh, valid, rejects, report, settings.max_retries)
         else:
             _apply_dimension(wh, table, events, settings, report)
@@ -124,18 +132,18 @@ def _validate(events: Sequence[ChangeEvent], convert: Any) -> tuple[list, list[R
         try:
             valid.append(convert(event))
         except BadRow as exc:  # a refused transaction row retracts the key's older versions
-            rejects.append(cdc.event_reject(event, str(exc)))
-            valid.append(cdc.retraction(event))
+            rejects.append(event_reject(event, str(exc)))
+            valid.append(retraction(event))
         except BadEvent as exc:
-            rejects.append(cdc.event_reject(event, str(exc)))
+            rejects.append(event_reject(event, str(exc)))
     return valid, rejects
 
 
 def _apply_dimension(wh: Warehouse, table: str, events: Sequence[ChangeEvent],
                      settings: Settings, report: cdc.CdcReport) -> None:
     valid, rejects = _validate(events, to_dim_change)
-    reduced = cdc.reduce_changes(valid)
-    rejects += [cdc.event_reject(c.event, "conflict: same _version, different content")
+    reduced = reduce_changes(valid)
+    rejects += [event_reject(c.event, "conflict: same _version, different content")
                 for c in reduced.conflicts]
     replica = DIMENSIONS[table][0]
     if reduced.rows:
@@ -143,12 +151,11 @@ def _apply_dimension(wh: Warehouse, table: str, events: Sequence[ChangeEvent],
         with_retries(lambda: wh.insert(replica, rows), f"insert into {replica}",
                      settings.max_retries)
     if rejects:
-        quarantined = quarantine_rows(cdc.rejects_table(rejects), f"binlog_{table}",
+        quarantined = quarantine_rows(rejects_table(rejects), f"binlog_{table}",
                                       report.run_id, report.started_at)
         with_retries(lambda: wh.insert("etl_quarantine", quarantined),
                      "insert into etl_quarantine", settings.max_retries)
-        for reject in rejects:
-            report.reject_reasons[reject.reason] = report.reject_reasons.get(reject.reason, 0) + 1
+        count_reasons(report.reject_reasons, (reject.reason for reject in rejects))
     report.batches += 1
     report.events_read += len(events)
     report.rows_applied += len(reduced.rows)

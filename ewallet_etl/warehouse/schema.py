@@ -1,0 +1,60 @@
+"""The warehouse's schema: DDL-Clickhouse.sql applied when something is missing, and the move
+of a warehouse of an older layout to the current one."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from ewallet_etl.warehouse.base import Warehouse, WarehouseError, apply_sql_file
+
+log = logging.getLogger(__name__)
+
+WAREHOUSE_DDL = Path(__file__).resolve().parents[2] / "DDL-Clickhouse.sql"
+
+CREATED_OBJECT = re.compile(r"CREATE (?:TABLE|VIEW) IF NOT EXISTS analytics_dw\.(\w+)")
+EXISTING_OBJECTS_SQL = ("SELECT name, sorting_key FROM system.tables "
+                        "WHERE database = {database:String}")
+
+
+def ensure_schema(wh: Warehouse, ddl_path: Path) -> None:
+    """Apply the (idempotent) warehouse DDL, so a fresh chDB folder or server just works, and
+    move a fact_sales of the old layout to the current one (`migrate_fact_sales`).
+    When every table and view it creates is there already, one query instead of twenty."""
+    script = ddl_path.read_text()
+    wanted = set(CREATED_OBJECT.findall(script))
+    present = {name: key for name, key in wh.query(EXISTING_OBJECTS_SQL, {"database": wh.database})}
+    if not wanted <= present.keys():  # CREATE ... IF NOT EXISTS: the same result either way
+        apply_sql_file(wh, ddl_path)
+    if present.get("fact_sales", FACT_SORTING_KEY) != FACT_SORTING_KEY:
+        migrate_fact_sales(wh, script)
+
+
+# fact_sales was first keyed by (transaction_date, transaction_id), partitioned by month: a
+# transaction whose day changed kept its old row. It is keyed by transaction_id alone now.
+FACT_SORTING_KEY = "transaction_id"
+FACT_DDL = re.compile(r"CREATE TABLE IF NOT EXISTS analytics_dw\.fact_sales \(.*?;", re.S)
+FACT_MIGRATION = "fact_sales_migrating"
+
+
+def migrate_fact_sales(wh: Warehouse, script: str) -> None:
+    """Copy the current, not deleted version of every transaction into a table of the current
+    layout and swap it in. Of two live rows of one id (a transaction whose day moved, kept on
+    both days by the old key) the higher version wins, as in the source. Deleted rows are not
+    copied: a tombstone of an old-day row may carry a version above the id's live row."""
+    log.warning("fact_sales has the old layout (keyed by day): moving it to the current one")
+    create = FACT_DDL.search(script)
+    if create is None:
+        raise WarehouseError("the fact_sales definition is missing from the warehouse DDL")
+    ddl = create.group(0).rstrip(";").replace(
+        "analytics_dw.fact_sales (", f"analytics_dw.{FACT_MIGRATION} (", 1)
+    wh.execute(f"DROP TABLE IF EXISTS analytics_dw.{FACT_MIGRATION}")
+    wh.execute(ddl)
+    wh.execute(f"INSERT INTO analytics_dw.{FACT_MIGRATION} SELECT * FROM "
+               "(SELECT * FROM analytics_dw.fact_sales FINAL) WHERE _deleted = 0")
+    wh.execute("RENAME TABLE analytics_dw.fact_sales TO analytics_dw.fact_sales_old_layout, "
+               f"analytics_dw.{FACT_MIGRATION} TO analytics_dw.fact_sales")
+    wh.execute("DROP TABLE analytics_dw.fact_sales_old_layout")
+
+
