@@ -51,8 +51,6 @@ from ewallet_etl.sources.mysql_ids import with_found_flags
 from ewallet_etl.state.checkpoint import landed_row, read_checkpoint, read_landed, save_checkpoint
 from ewallet_etl.warehouse import (
     Warehouse,
-    WarehouseError,
-    WarehouseUnavailable,
     open_warehouse,
 )
 
@@ -142,7 +140,7 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
         high = report.window.high
         # The warehouse's own mark first: a crash between the two saves leaves the lower of
         # them (the checkpoint) to start from, and the window is read again.
-        _insert(wh, settings, "etl_watermarks", landed_row(
+        wh.insert("etl_watermarks", landed_row(
             settings.pipeline_name, settings.mysql_database, high, report.run_id,
             datetime.now(timezone.utc)))
         with_retries(lambda: _save_checkpoint(settings, source, high),
@@ -179,9 +177,7 @@ def _plan(settings: Settings, source: source_mysql.ControlConnection, wh: Wareho
     recorded, db_now, oldest_trx = with_retries(
         attempt, f"read the checkpoint from MySQL at {source_mysql.where(settings)}",
         settings.max_retries)
-    landed = with_retries(
-        lambda: read_landed(wh, settings.pipeline_name, settings.mysql_database),
-        "read the warehouse's watermark", settings.max_retries)
+    landed = read_landed(wh, settings.pipeline_name, settings.mysql_database)
     checkpoint = start_point(recorded, landed)
     if recorded is not None and checkpoint != recorded:
         log.warning("the warehouse holds data up to %s only (checkpoint %s): loading from there",
@@ -217,12 +213,12 @@ def _load(settings: Settings, source: source_mysql.ControlConnection, wh: Wareho
             if not source_mysql.changed_since(conn, source_table, window.low):
                 continue
             for chunk in source_mysql.stream(settings, sql, {"low": window.low}):
-                _insert(wh, settings, table, transform_dim(chunk))
+                wh.insert(table, transform_dim(chunk))
                 report.dimension_rows += chunk.num_rows
         fault_point("after_dimensions")
         facts = _fact_chunks(settings, conn, wh, report)
         wh.insert_stream("fact_sales", faults.around_facts(
-            facts, lambda part: _insert(wh, settings, "fact_sales", part)))
+            facts, lambda part: wh.insert("fact_sales", part)))
     except pymysql.MySQLError as exc:
         raise source_mysql.source_error(settings, exc) from exc
 
@@ -237,9 +233,9 @@ def _fact_chunks(settings: Settings, conn: pymysql.connections.Connection, wh: W
         facts, rejects = transform.transform_transactions(chunk)
         _infer_members(wh, settings, report, chunk)  # before the facts: every key resolves
         if rejects.num_rows:
-            _insert(wh, settings, "etl_quarantine", _quarantine(report, rejects))
+            wh.insert("etl_quarantine", _quarantine(report, rejects))
             retracted = transform.retractions(rejects)
-            _insert(wh, settings, "fact_sales", retracted)
+            wh.insert("fact_sales", retracted)
             report.retracted += retracted.num_rows
         _count(report, chunk, facts)
         log.debug("chunk %d: %d rows", n, chunk.num_rows)
@@ -262,7 +258,7 @@ def _infer_members(wh: Warehouse, settings: Settings, report: RunReport,
             continue
         report.inferred_ids.update((ids, i) for i in new)
         members = infer(np.array(new, dtype=np.uint64))
-        _insert(wh, settings, table, members)
+        wh.insert(table, members)
         report.inferred += members.num_rows
         log.warning("%d %s referred to by transactions have no row in the source yet: "
                     "inferred members written", members.num_rows, ids.replace("_id", "s"))
@@ -281,15 +277,6 @@ def _count_before(chunk: pa.Table, checkpoint: datetime | None) -> int:
     before = transform.versions(chunk.column("updated_at")) < transform.versions(
         pa.array([checkpoint.replace(tzinfo=None)], pa.timestamp("us")))[0]
     return int(np.count_nonzero(before))
-
-
-def _insert(wh: Warehouse, settings: Settings, table: str, rows: pa.Table) -> None:
-    # Safe to retry: a re-sent block carries the same keys and versions.
-    try:
-        with_retries(lambda: wh.insert(table, rows), f"insert into {table}", settings.max_retries)
-    except WarehouseUnavailable as exc:
-        # Retried here already: not a reason for the window read around it to start over.
-        raise WarehouseError(str(exc)) from exc
 
 
 def _save_checkpoint(settings: Settings, source: source_mysql.ControlConnection,

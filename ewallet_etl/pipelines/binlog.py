@@ -162,12 +162,12 @@ def take_snapshot(settings: Settings, wh: Warehouse, report: StreamReport) -> Po
         log.info("snapshot at %s (version %d)", position, snap_version)
         for table in ("users", "merchants", "transactions"):
             for rows in snapshot_rows(conn, table, settings.chunk_rows):
-                binlog_apply.apply(wh, snapshot_events(table, rows, snap_version), settings,
+                binlog_apply.apply(wh, snapshot_events(table, rows, snap_version),
                                    report.apply)
                 report.snapshot_rows += len(rows)
                 fault_point("binlog_snapshot_chunk")
     for table in TABLE_KEYS:  # rows the source deleted while we were away (re-snapshot)
-        gone = binlog_apply.tombstone_older(wh, table, snap_version, settings, report.apply)
+        gone = binlog_apply.tombstone_older(wh, table, snap_version, report.apply)
         if gone:
             log.info("re-snapshot: %d %s rows no longer in the source, deleted", gone, table)
     return position
@@ -239,7 +239,7 @@ class Streamer:
         rows are truncated too), then every current row of the table older than the TRUNCATE
         gets a tombstone at its version; later rows have higher versions and stay."""
         self.flush()
-        gone = binlog_apply.tombstone_older(self.wh, table, version(at), self.settings,
+        gone = binlog_apply.tombstone_older(self.wh, table, version(at),
                                             self.report.apply)
         log.info("TRUNCATE %s at %s: %d replica rows deleted", table, at, gone)
 
@@ -247,7 +247,7 @@ class Streamer:
         """Apply what is pending, then save the last boundary (data first, position second)."""
         started, count = time.monotonic(), len(self.pending)
         if self.pending:
-            binlog_apply.apply(self.wh, self.pending, self.settings, self.report.apply)
+            binlog_apply.apply(self.wh, self.pending, self.report.apply)
             self.pending = []
             self.report.events += count
             self.report.batches += 1

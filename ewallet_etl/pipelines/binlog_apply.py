@@ -23,7 +23,6 @@ from typing import Any, NamedTuple, Sequence
 import pyarrow as pa
 
 from ewallet_etl.audit import count_reasons, quarantine_rows
-from ewallet_etl.config import Settings
 from ewallet_etl.core.changes import (
     TABLE,
     event_reject,
@@ -35,7 +34,6 @@ from ewallet_etl.core.changes import (
 from ewallet_etl.core.events import BadEvent, BadRow, ChangeEvent, Op, Reject
 from ewallet_etl.core.instants import micros
 from ewallet_etl.pipelines import replay as cdc
-from ewallet_etl.retry import with_retries
 from ewallet_etl.warehouse import Warehouse
 
 MICROSECOND = timedelta(microseconds=1)
@@ -112,7 +110,7 @@ def dim_arrow(table: str, rows: Sequence[DimChange]) -> pa.Table:
     return pa.table(columns)
 
 
-def apply(wh: Warehouse, changes: Sequence[ChangeEvent], settings: Settings,
+def apply(wh: Warehouse, changes: Sequence[ChangeEvent],
           report: cdc.CdcReport) -> None:
     """Apply one micro-batch: every table's reduced rows, then its rejects (all idempotent)."""
     by_table: dict[str, list[ChangeEvent]] = defaultdict(list)
@@ -121,9 +119,9 @@ def apply(wh: Warehouse, changes: Sequence[ChangeEvent], settings: Settings,
     for table, events in by_table.items():
         if table == "transactions":
             valid, rejects = _validate(events, to_change)
-            cdc.apply_batch(wh, valid, rejects, report, settings.max_retries)
+            cdc.apply_batch(wh, valid, rejects, report)
         else:
-            _apply_dimension(wh, table, events, settings, report)
+            _apply_dimension(wh, table, events, report)
 
 
 def _validate(events: Sequence[ChangeEvent], convert: Any) -> tuple[list, list[Reject]]:
@@ -140,7 +138,7 @@ def _validate(events: Sequence[ChangeEvent], convert: Any) -> tuple[list, list[R
 
 
 def _apply_dimension(wh: Warehouse, table: str, events: Sequence[ChangeEvent],
-                     settings: Settings, report: cdc.CdcReport) -> None:
+                     report: cdc.CdcReport) -> None:
     valid, rejects = _validate(events, to_dim_change)
     reduced = reduce_changes(valid)
     rejects += [event_reject(c.event, "conflict: same _version, different content")
@@ -148,13 +146,11 @@ def _apply_dimension(wh: Warehouse, table: str, events: Sequence[ChangeEvent],
     replica = DIMENSIONS[table][0]
     if reduced.rows:
         rows = dim_arrow(table, reduced.rows)
-        with_retries(lambda: wh.insert(replica, rows), f"insert into {replica}",
-                     settings.max_retries)
+        wh.insert(replica, rows)
     if rejects:
         quarantined = quarantine_rows(rejects_table(rejects), f"binlog_{table}",
                                       report.run_id, report.started_at)
-        with_retries(lambda: wh.insert("etl_quarantine", quarantined),
-                     "insert into etl_quarantine", settings.max_retries)
+        wh.insert("etl_quarantine", quarantined)
         count_reasons(report.reject_reasons, (reject.reason for reject in rejects))
     report.batches += 1
     report.events_read += len(events)
@@ -170,7 +166,7 @@ WHERE _deleted = 0 AND _version < {{snapshot:UInt64}}
 """
 
 
-def tombstone_older(wh: Warehouse, table: str, snapshot_version: int, settings: Settings,
+def tombstone_older(wh: Warehouse, table: str, snapshot_version: int,
                     report: cdc.CdcReport) -> int:
     """Tombstone the current replica rows older than `snapshot_version`, at that version:
     rows a re-snapshot did not contain, or every row before a TRUNCATE (its version)."""
@@ -178,5 +174,5 @@ def tombstone_older(wh: Warehouse, table: str, snapshot_version: int, settings: 
     stale = wh.query(STALE_SQL.format(key=key, replica=replica), {"snapshot": snapshot_version})
     if stale:
         apply(wh, [ChangeEvent(Op.DELETE, table, str(k), {}, snapshot_version) for (k,) in stale],
-              settings, report)
+              report)
     return len(stale)

@@ -45,7 +45,6 @@ from ewallet_etl.core.changes import (
 from ewallet_etl.core.errors import first_line
 from ewallet_etl.core.events import BadEvent, BadRow, ChangeEvent, Item, Op, Reject, Skipped
 from ewallet_etl.pipelines.faults import fault_point
-from ewallet_etl.retry import with_retries
 from ewallet_etl.state import lineage as cdc_lineage
 from ewallet_etl.warehouse import Warehouse, open_warehouse
 
@@ -95,7 +94,7 @@ class CdcReport:
 
 
 def apply_items(wh: Warehouse, items: Iterable[Item], report: CdcReport, batch_size: int,
-                max_retries: int, gate: SchemeGate | None = None) -> None:
+                gate: SchemeGate | None = None) -> None:
     """Validate (through `gate` when given), cut into batches of `batch_size` records, reduce
     and apply each batch. Skipped items are only counted."""
     admit = gate.admit if gate is not None else to_change
@@ -116,16 +115,16 @@ def apply_items(wh: Warehouse, items: Iterable[Item], report: CdcReport, batch_s
         else:
             rejects.append(item)
         if len(changes) + len(rejects) >= batch_size:
-            apply_batch(wh, changes, rejects, report, max_retries)
+            apply_batch(wh, changes, rejects, report)
             changes, rejects = [], []
             if report.batches == 1:
                 fault_point("cdc_after_first_batch")
     if changes or rejects:
-        apply_batch(wh, changes, rejects, report, max_retries)
+        apply_batch(wh, changes, rejects, report)
 
 
 def apply_batch(wh: Warehouse, changes: Sequence[Change], rejects: Sequence[Reject],
-                report: CdcReport, max_retries: int) -> None:
+                report: CdcReport) -> None:
     """One bulk insert of the reduced batch, then its rejects; both safe to repeat."""
     reduced = reduce_changes(changes)
     refused = list(rejects) + [
@@ -134,12 +133,11 @@ def apply_batch(wh: Warehouse, changes: Sequence[Change], rejects: Sequence[Reje
     ]
     if reduced.rows:
         rows = to_arrow(reduced.rows)
-        with_retries(lambda: wh.insert(TABLE, rows), f"insert into {TABLE}", max_retries)
+        wh.insert(TABLE, rows)
     if refused:
         quarantined = quarantine_rows(rejects_table(refused), SOURCE, report.run_id,
                                       report.started_at)
-        with_retries(lambda: wh.insert("etl_quarantine", quarantined),
-                     "insert into etl_quarantine", max_retries)
+        wh.insert("etl_quarantine", quarantined)
         count_reasons(report.reject_reasons, (reject.reason for reject in refused))
     retracting = sum(1 for c in changes if c.deleted and c.event.op is not Op.DELETE)
     report.batches += 1
@@ -152,14 +150,12 @@ def apply_batch(wh: Warehouse, changes: Sequence[Change], rejects: Sequence[Reje
               len(changes) + len(rejects) - retracting, len(reduced.rows), len(refused))
 
 
-def scheme_gate(wh: Warehouse, claimed_by: str, max_retries: int) -> SchemeGate:
+def scheme_gate(wh: Warehouse, claimed_by: str) -> SchemeGate:
     """The gate of one replay run, from the table's claim (LineageError: none can be made)."""
-    claim = with_retries(lambda: cdc_lineage.read_claim(wh, TABLE), "read the cdc_lineage claim",
-                         max_retries)
+    claim = cdc_lineage.read_claim(wh, TABLE)
 
     def write(scheme: version_scheme.Scheme) -> None:
-        with_retries(lambda: cdc_lineage.write_claim(wh, TABLE, scheme, claimed_by),
-                     "claim cdc_transactions", max_retries)
+        cdc_lineage.write_claim(wh, TABLE, scheme, claimed_by)
 
     return SchemeGate(claim.scheme if claim else None, write)
 
@@ -183,12 +179,10 @@ def run_replay(settings: Settings, stream: TextIO, input_name: str,
     database = source_db or settings.mysql_database
     wh = open_warehouse(settings)
     try:
-        gate = scheme_gate(wh, f"replay {printable(input_name)[:200]}", settings.max_retries)
-        apply_items(wh, events.read_events(stream, database=database), report, batch_size,
-                    settings.max_retries, gate)
+        gate = scheme_gate(wh, f"replay {printable(input_name)[:200]}")
+        apply_items(wh, events.read_events(stream, database=database), report, batch_size, gate)
         if optimize:  # housekeeping only: reads are right without it (FINAL in the view)
-            with_retries(lambda: wh.execute(f"OPTIMIZE TABLE analytics_dw.{TABLE} FINAL"),
-                         f"optimize {TABLE}", settings.max_retries)
+            wh.execute(f"OPTIMIZE TABLE analytics_dw.{TABLE} FINAL")
         report.status = "completed_with_rejects" if report.rejected else "success"
     except Exception as exc:
         report.status = "failed"

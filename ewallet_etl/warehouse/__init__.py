@@ -24,6 +24,7 @@ from ewallet_etl.warehouse.base import (
     qualify,
     split_statements,
 )
+from ewallet_etl.warehouse.retrying import RetryingWarehouse
 from ewallet_etl.warehouse.schema import (
     FACT_SORTING_KEY,
     WAREHOUSE_DDL,
@@ -56,7 +57,8 @@ def release_chdb(path: str | None = None) -> None:
 
 
 def open_warehouse(settings: Settings) -> Warehouse:
-    """Connect to the configured warehouse (retried) and make sure its schema is there."""
+    """Connect to the configured warehouse (retried) and make sure its schema is there; the
+    warehouse returned retries its own statements and inserts (`retrying.py`)."""
     target = settings.warehouse
 
     def attempt() -> Warehouse:
@@ -68,6 +70,6 @@ def open_warehouse(settings: Settings) -> Warehouse:
             hint = " (is another process using the folder?)" if target.kind == "chdb" else ""
             raise WarehouseError(f"{target.describe()}: {first_line(exc)}{hint}") from exc
         ensure_schema(wh, WAREHOUSE_DDL)
-        return wh
+        return RetryingWarehouse(wh, settings.max_retries)
 
     return with_retries(attempt, f"connect to {target.describe()}", settings.max_retries)

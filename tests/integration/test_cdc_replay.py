@@ -212,7 +212,7 @@ def test_shuffled_duplicated_split_replays_give_the_same_state(settings, wh, his
         shuffled = events + rnd.sample(events, rnd.randint(0, len(events)))
         rnd.shuffle(shuffled)
         report = CdcReport(run_id="property", started_at=datetime.now(timezone.utc))
-        apply_items(wh, shuffled, report, batch_size=rnd.randint(2, 8), max_retries=1)
+        apply_items(wh, shuffled, report, batch_size=rnd.randint(2, 8))
         assert report.rejected == 0
         assert cdc_state(wh, prefix) == expected
 
