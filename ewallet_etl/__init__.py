@@ -1,3 +1,3 @@
 """ewallet-etl: move an e-wallet's transactions from MySQL/MariaDB into a ClickHouse star schema."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

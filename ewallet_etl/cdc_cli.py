@@ -19,12 +19,13 @@ import uuid
 from datetime import datetime, timezone
 from typing import Sequence, TextIO
 
-from ewallet_etl.cli import read_settings, setup_logging
+from ewallet_etl.cli import ENVIRONMENT, read_settings, setup_logging
 from ewallet_etl.config import Settings
 from ewallet_etl.core.errors import first_line
 from ewallet_etl.core.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_REJECTS, EXIT_USAGE
 
 log = logging.getLogger(__name__)
+CDC_ENVIRONMENT = ENVIRONMENT + " CDC_STREAM_NAME CDC_SERVER_ID CDC_BATCH_EVENTS CDC_BATCH_MS."
 
 DEFAULT_INPUT = "cdc_events.json"
 # binlog: the live reader (pipelines/binlog.py; docs/binlog-cdc.md)
@@ -48,18 +49,19 @@ def _database_name(text: str) -> str:
     return text
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "cdc-stream.py") -> argparse.ArgumentParser:
     from ewallet_etl.pipelines.replay import DEFAULT_BATCH_SIZE
 
     parser = argparse.ArgumentParser(
-        prog="cdc-stream.py",
+        prog=prog,
         description="Replay change events (insert/update/delete of transactions) into "
         "analytics_dw.cdc_transactions, a ReplacingMergeTree: idempotent and order-proof. "
         "Formats, detected automatically: a JSON array or JSON Lines of flat events "
         "(op, transaction_id, columns, _version), or Debezium change events. Bad events are "
         "quarantined in analytics_dw.etl_quarantine; the valid ones are applied.",
         epilog="Exit codes: 0 ok, 1 failed (re-run to repair), 2 usage, "
-        "3 completed with rejects. Query the result through analytics_dw.v_cdc_transactions.",
+        "3 completed with rejects. Query the result through analytics_dw.v_cdc_transactions. "
+        + CDC_ENVIRONMENT,
     )
     parser.add_argument("input", nargs="?", default=DEFAULT_INPUT, metavar="FILE",
                         help=f"events file, or - for stdin (default: {DEFAULT_INPUT})")
@@ -97,8 +99,8 @@ def _open_input(name: str) -> TextIO:
     return open(name, encoding="utf-8", errors="surrogateescape", newline="")
 
 
-def cdc_main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def cdc_main(argv: Sequence[str] | None = None, prog: str = "cdc-stream.py") -> int:
+    args = build_parser(prog).parse_args(argv)
     settings = read_settings()
     if settings is None:
         return EXIT_USAGE
@@ -113,7 +115,12 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.reset_replica:
         return _reset(settings, args.debug)
     if args.source == "binlog":
-        from ewallet_etl.pipelines.binlog import binlog_main
+        try:
+            from ewallet_etl.pipelines.binlog import binlog_main
+        except ModuleNotFoundError as exc:  # the optional extra of a server-only install
+            log.error("the binlog reader is not installed (%s): pip install 'ewallet-etl[binlog]'",
+                      exc.name)
+            return EXIT_USAGE
 
         return binlog_main(settings, follow=args.follow, resnapshot=args.resnapshot,
                            debug=args.debug)

@@ -29,6 +29,8 @@ from ewallet_etl.core.exit_codes import (  # noqa: F401
 from ewallet_etl.pipelines import faults
 
 log = logging.getLogger("ewallet_etl")
+ENVIRONMENT = ("Reads (README: Configuration; defaults: the local stack) MYSQL_HOST MYSQL_PORT "
+               "MYSQL_USER MYSQL_PASSWORD MYSQL_DATABASE CLICKHOUSE_URL ETL_MAX_RETRIES LOG_LEVEL")
 QUIET_LIBRARIES = ("clickhouse_driver", "pymysqlreplication")
 
 
@@ -64,13 +66,14 @@ def _fail(exc: BaseException, debug: bool) -> int:
     return EXIT_FAILED
 
 
-def etl_main(argv: Sequence[str] | None = None) -> int:
+def etl_main(argv: Sequence[str] | None = None, prog: str = "etl_pipeline.py") -> int:
     parser = argparse.ArgumentParser(
-        prog="etl_pipeline.py",
+        prog=prog,
         description="Batch ELT: MySQL transactions -> ClickHouse star schema. "
         "Incremental from the checkpoint table by default.",
         epilog="Exit codes: 0 ok, 1 failed (or another run of the pipeline in progress), "
-        "2 usage, 3 completed with rejects, 4 reconcile mismatch.",
+        "2 usage, 3 completed with rejects, 4 reconcile mismatch. " + ENVIRONMENT
+        + " ETL_PIPELINE_NAME ETL_CHUNK_ROWS ETL_LAG_SECONDS ETL_OVERLAP_SECONDS.",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--full-refresh", action="store_true",
@@ -103,12 +106,13 @@ def etl_main(argv: Sequence[str] | None = None) -> int:
     return EXIT_REJECTS if report.rows_rejected else EXIT_OK
 
 
-def sql_main(argv: Sequence[str] | None = None) -> int:
+def sql_main(argv: Sequence[str] | None = None, prog: str = "python -m ewallet_etl.sql") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ewallet_etl.sql",
+        prog=prog,
         description="Run SQL against the configured warehouse (CLICKHOUSE_URL, chDB or server) "
         "and print the result as a table. The database name analytics_dw is mapped to the "
         "configured one.",
+        epilog="Reads CLICKHOUSE_URL, ETL_MAX_RETRIES, LOG_LEVEL (README: Configuration).",
     )
     parser.add_argument("sql", nargs="?", help="a SQL statement")
     parser.add_argument("-f", "--file", type=Path, help="a .sql file (one statement)")

@@ -37,6 +37,13 @@ class WarehouseError(RuntimeError):
     """The warehouse failed; the message names the engine and never carries a secret."""
 
 
+class EngineNotInstalled(WarehouseError):
+    """The engine the URL names is an optional extra that is not installed: a configuration
+    problem (exit code 2), not a failed run."""
+
+    exit_code = 2
+
+
 class WarehouseUnavailable(WarehouseError, TransientError):
     """The ClickHouse server could not be reached or dropped the connection."""
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from ewallet_etl.config import WarehouseTarget
 from ewallet_etl.core.errors import first_line
-from ewallet_etl.warehouse.base import WarehouseError, insert_target, qualify
+from ewallet_etl.warehouse.base import EngineNotInstalled, WarehouseError, insert_target, qualify
 
 _chdb_sessions: dict[str, Any] = {}
 
@@ -96,7 +96,11 @@ class ChdbWarehouse:
 
 
 def _chdb_session(path: str) -> Any:
-    from chdb import session
+    try:
+        from chdb import session
+    except ModuleNotFoundError as exc:  # the optional extra of a server-only install
+        raise EngineNotInstalled("chDB is not installed: pip install 'ewallet-etl[chdb]', or point "
+                             "CLICKHOUSE_URL at a ClickHouse server (clickhouse://...)") from exc
 
     if path not in _chdb_sessions:
         for other in list(_chdb_sessions):

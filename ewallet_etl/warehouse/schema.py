@@ -11,7 +11,8 @@ from ewallet_etl.warehouse.base import Warehouse, WarehouseError, apply_sql_file
 
 log = logging.getLogger(__name__)
 
-WAREHOUSE_DDL = Path(__file__).resolve().parents[2] / "DDL-Clickhouse.sql"
+# The warehouse DDL ships inside the package (the repository root links to it).
+WAREHOUSE_DDL = Path(__file__).with_name("DDL-Clickhouse.sql")
 
 CREATED_OBJECT = re.compile(r"CREATE (?:TABLE|VIEW) IF NOT EXISTS analytics_dw\.(\w+)")
 EXISTING_OBJECTS_SQL = ("SELECT name, sorting_key FROM system.tables "
