@@ -1,9 +1,14 @@
 """Settings, read once from the environment (the only module that reads os.environ).
 
 Every variable is listed, with its default and meaning, in `.env.example` and the README
-("Configuration").
-Secrets (MYSQL_PASSWORD, the password inside CLICKHOUSE_URL) never appear in `repr`, logs or
-error messages: use `Settings.describe()` for anything printed.
+("Configuration"). Where a value comes from, first match wins: the process environment, then a
+`.env` file in the working folder (or the file ETL_ENV_FILE names), then the default. Any
+variable may instead be given as `NAME_FILE`, the path of a file holding the value (Docker
+secrets). `MYSQL_URL=mysql://user:password@host:port/database` gives the five MYSQL_* values at
+once; a MYSQL_* variable set beside it wins for its part. Values out of range, unknown log
+levels and URLs that do not parse are refused with one line (exit code 2).
+Secrets (MYSQL_PASSWORD, the password inside a URL) never appear in `repr`, logs or error
+messages: use `Settings.describe()` for anything printed.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -54,15 +60,22 @@ class WarehouseTarget:
     user: str = "default"
     password: str = field(default="", repr=False)
     path: str = ""
+    secure: bool = False  # TLS to the server (clickhouse+tls:// or ?secure=true)
 
     def describe(self) -> str:
         if self.kind == "chdb":
             return f"chdb://{self.path} (database {self.database})"
-        return f"clickhouse://{self.user}@{self.host}:{self.port}/{self.database}"
+        scheme = "clickhouse+tls" if self.secure else "clickhouse"
+        return f"{scheme}://{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+ENCODING_HINT = ("a password (or user) holding / @ : ? # or % must be percent-encoded, e.g. "
+                 "/ as %2F and @ as %40")
 
 
 def parse_clickhouse_url(url: str) -> WarehouseTarget:
-    """Parse `clickhouse://user:password@host:port/db` or `chdb://PATH[?database=db]`."""
+    """Parse `clickhouse://user:password@host:port/db` (`clickhouse+tls://`, or `?secure=true`,
+    for TLS) or `chdb://PATH[?database=db]`. Errors never quote the URL: it holds a secret."""
     parts = urlsplit(url)
     if parts.scheme == "chdb":
         path = unquote(parts.netloc + parts.path)
@@ -70,21 +83,58 @@ def parse_clickhouse_url(url: str) -> WarehouseTarget:
         if not path:
             raise ConfigError("CLICKHOUSE_URL chdb://PATH needs a PATH")
         return WarehouseTarget(kind="chdb", database=_identifier(database), path=path)
-    if parts.scheme == "clickhouse":
+    if parts.scheme in ("clickhouse", "clickhouse+tls"):
+        secure = parts.scheme == "clickhouse+tls" or _secure_flag(parts.query)
         try:
-            port = parts.port or 9000
+            port = parts.port or (9440 if secure else 9000)
         except ValueError as exc:
-            raise ConfigError("CLICKHOUSE_URL has an invalid port") from exc
+            raise ConfigError(f"CLICKHOUSE_URL does not parse (its port); {ENCODING_HINT}") from exc
         database = parts.path.lstrip("/") or "analytics_dw"
+        if not IDENTIFIER.match(database):  # not echoed: a cut password may sit in it
+            raise ConfigError("CLICKHOUSE_URL does not parse: its database is not a name "
+                              f"(letters, digits, _); {ENCODING_HINT}")
         return WarehouseTarget(
             kind="clickhouse",
-            database=_identifier(database),
+            database=database,
             host=parts.hostname or "127.0.0.1",
             port=port,
             user=unquote(parts.username or "default"),
             password=unquote(parts.password or ""),
+            secure=secure,
         )
-    raise ConfigError("CLICKHOUSE_URL must start with clickhouse:// or chdb://")
+    raise ConfigError("CLICKHOUSE_URL must start with clickhouse://, clickhouse+tls:// or "
+                      "chdb://")
+
+
+def _secure_flag(query: str) -> bool:
+    options = parse_qs(query, keep_blank_values=True)
+    unknown = set(options) - {"secure"}
+    if unknown:
+        raise ConfigError(f"CLICKHOUSE_URL: unknown option(s) {', '.join(sorted(unknown))} "
+                          "(only ?secure=true|false)")
+    value = options.get("secure", ["false"])[-1].lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ConfigError("CLICKHOUSE_URL: secure must be true or false")
+    return value in ("true", "1")
+
+
+def parse_mysql_url(url: str) -> dict[str, str]:
+    """`mysql://user:password@host:port/database` -> the MYSQL_* values it gives."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mysql", "mariadb"):
+        raise ConfigError("MYSQL_URL must start with mysql://")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"MYSQL_URL does not parse (its port); {ENCODING_HINT}") from exc
+    database = parts.path.lstrip("/")
+    if database and not IDENTIFIER.match(database):
+        raise ConfigError(f"MYSQL_URL does not parse: its database is not a name; {ENCODING_HINT}")
+    values = {"MYSQL_HOST": parts.hostname, "MYSQL_PORT": str(port) if port else None,
+              "MYSQL_USER": unquote(parts.username) if parts.username else None,
+              "MYSQL_PASSWORD": unquote(parts.password) if parts.password is not None else None,
+              "MYSQL_DATABASE": database or None}
+    return {name: value for name, value in values.items() if value}
 
 
 def _identifier(name: str) -> str:
@@ -93,15 +143,82 @@ def _identifier(name: str) -> str:
     return name
 
 
-def _int(env: Mapping[str, str], name: str, minimum: int = 0) -> int:
+# name -> (minimum, maximum): a value outside is refused, not clipped.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "MYSQL_PORT": (1, 65_535),
+    "ETL_CHUNK_ROWS": (1, 10_000_000),
+    "ETL_LAG_SECONDS": (0, 7 * 86_400),
+    "ETL_OVERLAP_SECONDS": (0, 31 * 86_400),
+    "ETL_MAX_RETRIES": (0, 20),
+    "CDC_SERVER_ID": (0, 2**32 - 1),
+    "CDC_BATCH_EVENTS": (1, 10_000_000),
+    "CDC_BATCH_MS": (1, 3_600_000),
+}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _int(env: Mapping[str, str], name: str) -> int:
     raw = env.get(name, ENV_DEFAULTS[name])
     try:
         value = int(raw)
     except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+        raise ConfigError(f"{name} must be an integer, got {raw[:40]!r}") from exc
+    low, high = INT_RANGES[name]
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {value[:40]!r}")
+    return level
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a .env file (blank lines, `#` comments and `export ` prefixes allowed;
+    a value in matching quotes is taken inside them)."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        name, sep, value = text.removeprefix("export ").partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(f"{path.name} line {number} is not NAME=VALUE")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name] = value
+    return values
+
+
+def layered_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The process environment over a .env file (ETL_ENV_FILE, else ./.env when present)."""
+    named = environ.get("ETL_ENV_FILE")
+    path = Path(named) if named else Path(".env")
+    if named and not path.is_file():
+        raise ConfigError(f"ETL_ENV_FILE names no file: {named}")
+    return {**(read_dotenv(path) if path.is_file() else {}), **environ}
+
+
+def resolve(env: Mapping[str, str]) -> dict[str, str]:
+    """Apply NAME_FILE (a value read from a file) and MYSQL_URL to a raw environment."""
+    resolved = dict(env)
+    for target in [*ENV_DEFAULTS, "MYSQL_URL"]:  # only our own settings: other *_FILE are not
+        name = f"{target}_FILE"
+        if name not in env:
+            continue
+        if target in env:
+            raise ConfigError(f"both {target} and {name} are set: keep one")
+        try:
+            resolved[target] = Path(env[name]).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read {env[name]} ({exc.strerror})") from exc
+    if resolved.get("MYSQL_URL"):
+        resolved = {**parse_mysql_url(resolved["MYSQL_URL"]), **resolved}
+    return resolved
 
 
 @dataclass(frozen=True)
@@ -128,25 +245,26 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
+        """From the process environment and a .env file; or, given `env`, from it alone."""
+        env = resolve(layered_environment(os.environ) if env is None else env)
         get = lambda name: env.get(name, ENV_DEFAULTS[name])  # noqa: E731
         return cls(
             mysql_host=get("MYSQL_HOST"),
-            mysql_port=_int(env, "MYSQL_PORT", 1),
+            mysql_port=_int(env, "MYSQL_PORT"),
             mysql_user=get("MYSQL_USER"),
             mysql_password=get("MYSQL_PASSWORD"),
             mysql_database=_identifier(get("MYSQL_DATABASE")),
             warehouse=parse_clickhouse_url(get("CLICKHOUSE_URL")),
             pipeline_name=get("ETL_PIPELINE_NAME"),
-            chunk_rows=_int(env, "ETL_CHUNK_ROWS", 1),
+            chunk_rows=_int(env, "ETL_CHUNK_ROWS"),
             lag_seconds=_int(env, "ETL_LAG_SECONDS"),
             overlap_seconds=_int(env, "ETL_OVERLAP_SECONDS"),
             max_retries=_int(env, "ETL_MAX_RETRIES"),
-            log_level=get("LOG_LEVEL").upper(),
+            log_level=_log_level(get("LOG_LEVEL")),
             cdc_stream_name=get("CDC_STREAM_NAME"),
             cdc_server_id=_int(env, "CDC_SERVER_ID"),
-            cdc_batch_events=_int(env, "CDC_BATCH_EVENTS", 1),
-            cdc_batch_ms=_int(env, "CDC_BATCH_MS", 1),
+            cdc_batch_events=_int(env, "CDC_BATCH_EVENTS"),
+            cdc_batch_ms=_int(env, "CDC_BATCH_MS"),
             kill_at=env.get("ETL_KILL_AT", ""),  # undocumented on purpose: the kill tests' hook
         )
 

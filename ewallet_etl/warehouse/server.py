@@ -44,6 +44,7 @@ class ClickHouseServer:
             port=target.port,
             user=target.user,
             password=target.password,
+            secure=target.secure,  # TLS: clickhouse+tls:// or ?secure=true
             connect_timeout=5,
             send_receive_timeout=300,
             settings={"strings_as_bytes": False},

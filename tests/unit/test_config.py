@@ -1,0 +1,102 @@
+"""Configuration as people write it: the environment over a .env file over the defaults,
+NAME_FILE secrets, a MYSQL_URL, TLS in the ClickHouse URL, and every refused value refused in
+one line that never quotes a secret."""
+
+from __future__ import annotations
+
+import pytest
+
+from ewallet_etl.config import ConfigError, Settings, layered_environment
+
+
+def settings(**env: str) -> Settings:
+    return Settings.from_env(env)
+
+
+def refused(**env: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        settings(**env)
+    return str(info.value)
+
+
+def test_defaults_are_the_local_stack():
+    s = settings()
+    assert (s.mysql_host, s.mysql_port, s.mysql_database) == ("127.0.0.1", 13306, "ewallet_source")
+    assert s.warehouse.kind == "chdb" and s.log_level == "INFO"
+
+
+def test_the_process_environment_wins_over_a_dotenv_file_which_wins_over_defaults(
+        tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("# local settings\nMYSQL_HOST=db.local\n"
+                                   "export MYSQL_PORT=3307\nMYSQL_USER='quoted user'\n")
+    monkeypatch.chdir(tmp_path)
+    layered = layered_environment({"MYSQL_PORT": "3308"})
+    s = Settings.from_env(layered)
+    assert (s.mysql_host, s.mysql_port, s.mysql_user) == ("db.local", 3308, "quoted user")
+    named = tmp_path / "other.env"
+    named.write_text("MYSQL_HOST=elsewhere\n")
+    assert layered_environment({"ETL_ENV_FILE": str(named)})["MYSQL_HOST"] == "elsewhere"
+    with pytest.raises(ConfigError, match="ETL_ENV_FILE names no file"):
+        layered_environment({"ETL_ENV_FILE": str(tmp_path / "missing.env")})
+    (tmp_path / ".env").write_text("not a setting\n")
+    with pytest.raises(ConfigError, match=r"\.env line 1 is not NAME=VALUE"):
+        layered_environment({})
+
+
+def test_a_secret_can_come_from_a_file(tmp_path):
+    secret = tmp_path / "mysql_password"
+    secret.write_text("s3cr3t/with:chars\n")
+    assert settings(MYSQL_PASSWORD_FILE=str(secret)).mysql_password == "s3cr3t/with:chars"
+    url = tmp_path / "clickhouse_url"
+    url.write_text("clickhouse://etl:p%40ss@ch:9000/dw")
+    assert settings(CLICKHOUSE_URL_FILE=str(url)).warehouse.password == "p@ss"
+    assert "keep one" in refused(MYSQL_PASSWORD="x", MYSQL_PASSWORD_FILE=str(secret))
+    assert "cannot read" in refused(MYSQL_PASSWORD_FILE=str(tmp_path / "nope"))
+
+
+def test_a_mysql_url_gives_the_five_values_and_a_separate_variable_wins():
+    s = settings(MYSQL_URL="mysql://shop:p%2Fw@db.example:3307/shop_prod")
+    assert (s.mysql_user, s.mysql_password, s.mysql_host, s.mysql_port, s.mysql_database) == (
+        "shop", "p/w", "db.example", 3307, "shop_prod")
+    assert settings(MYSQL_URL="mysql://shop:pw@db.example:3307/shop_prod",
+                    MYSQL_DATABASE="other").mysql_database == "other"
+    assert "must start with mysql://" in refused(MYSQL_URL="postgres://x@y/z")
+
+
+@pytest.mark.parametrize("url, secure, port", [
+    ("clickhouse://etl:pw@ch:9000/dw", False, 9000),
+    ("clickhouse+tls://etl:pw@ch/dw", True, 9440),
+    ("clickhouse://etl:pw@ch/dw?secure=true", True, 9440),
+    ("clickhouse://etl:pw@ch:9000/dw?secure=false", False, 9000),
+])
+def test_tls_in_the_clickhouse_url_is_honoured(url, secure, port):
+    target = settings(CLICKHOUSE_URL=url).warehouse
+    assert (target.secure, target.port) == (secure, port)
+    assert target.describe().startswith("clickhouse+tls://" if secure else "clickhouse://")
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    ({"ETL_CHUNK_ROWS": "4294967296"}, "ETL_CHUNK_ROWS must be between 1 and 10000000"),
+    ({"ETL_CHUNK_ROWS": "0"}, "ETL_CHUNK_ROWS must be between 1 and 10000000"),
+    ({"ETL_OVERLAP_SECONDS": "1" + "0" * 20}, "ETL_OVERLAP_SECONDS must be between 0 and"),
+    ({"ETL_LAG_SECONDS": "-1"}, "ETL_LAG_SECONDS must be between 0 and"),
+    ({"ETL_MAX_RETRIES": "many"}, "ETL_MAX_RETRIES must be an integer"),
+    ({"MYSQL_PORT": "70000"}, "MYSQL_PORT must be between 1 and 65535"),
+    ({"CLICKHOUSE_URL": "clickhouse://etl:pw@ch/dw?secure=maybe"}, "secure must be true or false"),
+    ({"CLICKHOUSE_URL": "clickhouse://etl:pw@ch/dw?compress=1"}, "unknown option(s) compress"),
+    ({"CLICKHOUSE_URL": "postgres://x"}, "must start with clickhouse://"),
+])
+def test_values_out_of_range_or_unknown_are_refused(env, message):
+    assert message in refused(**env)
+
+
+@pytest.mark.parametrize("url", [
+    "clickhouse://etl:pa/ss9@ch:9000/dw",     # the / ends the host part early: a cut password
+    "clickhouse://etl:secret/dw@ch:9000/dw",
+])
+def test_a_url_with_an_unencoded_password_is_refused_without_echoing_it(url):
+    message = refused(CLICKHOUSE_URL=url)
+    assert "percent-encoded" in message
+    for fragment in ("pa/ss9", "ss9", "se@cret", "cret", "secret"):
+        assert fragment not in message
