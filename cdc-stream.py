@@ -10,5 +10,7 @@ if __name__ == "__main__":
     import sys
 
     from ewallet_etl.cdc_cli import cdc_main
+    from ewallet_etl.cli import handle_signals
 
+    handle_signals()
     sys.exit(cdc_main())

@@ -8,8 +8,9 @@ as thin aliases so existing callers keep working.
 if __name__ == "__main__":
     import sys
 
-    from ewallet_etl.cli import etl_main
+    from ewallet_etl.cli import etl_main, handle_signals
 
+    handle_signals()
     sys.exit(etl_main())
 
 from ewallet_etl.pipelines.write_up import (  # noqa: F401  (re-exported for the write-up's callers)

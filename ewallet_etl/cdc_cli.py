@@ -19,9 +19,9 @@ import uuid
 from datetime import datetime, timezone
 from typing import Sequence, TextIO
 
-from ewallet_etl.cli import ENVIRONMENT, read_settings, setup_logging
+from ewallet_etl.cli import ENVIRONMENT, interrupted, read_settings, setup_logging
 from ewallet_etl.config import Settings
-from ewallet_etl.core.errors import first_line
+from ewallet_etl.core.errors import Interrupted, first_line
 from ewallet_etl.core.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_REJECTS, EXIT_USAGE
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,8 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
     except LineageError as exc:
         log.error("refused: %s", exc)
         return EXIT_USAGE
+    except (Interrupted, KeyboardInterrupt) as exc:
+        return interrupted(exc)
     except Exception as exc:
         log.error("failed: %s", first_line(exc), exc_info=args.debug)
         return EXIT_FAILED

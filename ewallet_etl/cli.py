@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from ewallet_etl.config import ConfigError, Settings
-from ewallet_etl.core.errors import first_line
+from ewallet_etl.core.errors import Interrupted, first_line
 from ewallet_etl.core.exit_codes import (  # noqa: F401
     EXIT_FAILED,
     EXIT_MISMATCH,
@@ -46,6 +47,25 @@ def setup_logging(level: str) -> None:
         # connectorx logs from Rust (its connection pool's retries), configured by RUST_LOG
         # when it is first imported, which happens later, in the first read.
         os.environ.setdefault("RUST_LOG", "off")
+
+
+def handle_signals() -> None:
+    """SIGINT and SIGTERM stop a command where it is, as `Interrupted` (the binlog's --follow
+    installs its own, which finish the batch first). Only the entry points call it: a library
+    user's process keeps its own handlers."""
+    def interrupt(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
+
+
+def interrupted(exc: BaseException) -> int:
+    """One line for a run stopped by a signal; its exit code (130 for SIGINT, 143 for SIGTERM)."""
+    signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+    log.error("interrupted by %s: stopped before its checkpoint or position moved; run it again "
+              "to finish (what landed is absorbed)", signal.Signals(signum).name)
+    return 128 + signum
 
 
 def read_settings() -> Settings | None:
@@ -98,6 +118,8 @@ def etl_main(argv: Sequence[str] | None = None, prog: str = "etl_pipeline.py") -
         from ewallet_etl.pipelines.batch import run_batch
 
         report = run_batch(settings, full_refresh=args.full_refresh)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        return interrupted(exc)
     except Exception as exc:
         _fail(exc, args.debug)
         # A source the run cannot read safely (SourceSchemaError) is a usage problem.
@@ -125,10 +147,16 @@ def sql_main(argv: Sequence[str] | None = None, prog: str = "python -m ewallet_e
     setup_logging(settings.log_level)
     from ewallet_etl.warehouse import format_table, open_warehouse
 
-    text = args.file.read_text() if args.file else args.sql
+    try:
+        text = args.file.read_text() if args.file else args.sql
+    except OSError as exc:
+        log.error("cannot read %s: %s", args.file, exc.strerror or exc)
+        return EXIT_USAGE
     try:
         wh = open_warehouse(settings)
         names, rows = wh.query_with_names(text.strip().rstrip(";"))
+    except (Interrupted, KeyboardInterrupt) as exc:
+        return interrupted(exc)
     except Exception as exc:
         return _fail(exc, False)
     print(format_table(names, rows))

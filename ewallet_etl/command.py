@@ -8,7 +8,7 @@ import sys
 from typing import Sequence
 
 from ewallet_etl.cdc_cli import cdc_main
-from ewallet_etl.cli import ENVIRONMENT, etl_main, sql_main
+from ewallet_etl.cli import ENVIRONMENT, etl_main, handle_signals, sql_main
 from ewallet_etl.core.exit_codes import EXIT_OK, EXIT_USAGE
 
 COMMANDS = {
@@ -35,6 +35,9 @@ def usage() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: SIGINT/SIGTERM handled, then the subcommand."""
+    if argv is None:
+        handle_signals()
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(usage(), file=sys.stdout if args else sys.stderr)

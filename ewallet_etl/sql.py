@@ -2,7 +2,8 @@
 
 import sys
 
-from ewallet_etl.cli import sql_main
+from ewallet_etl.cli import handle_signals, sql_main
 
 if __name__ == "__main__":
+    handle_signals()
     sys.exit(sql_main())

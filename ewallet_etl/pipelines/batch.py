@@ -41,7 +41,7 @@ import pymysql
 from ewallet_etl.audit import RunRecord, count_reasons, quarantine_rows, record_run
 from ewallet_etl.config import Settings
 from ewallet_etl.core import transform
-from ewallet_etl.core.errors import first_line
+from ewallet_etl.core.errors import Interrupted, first_line
 from ewallet_etl.core.window import Window, next_window, start_point
 from ewallet_etl.pipelines import faults
 from ewallet_etl.pipelines.faults import fault_point
@@ -148,8 +148,9 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
                      settings.max_retries)
         fault_point("after_checkpoint")
         report.status = "completed_with_rejects" if report.rows_rejected else "success"
-    except Exception as exc:
-        report.status = "failed"
+    except BaseException as exc:  # Interrupted (a signal) too: the audit row says so
+        report.status = "interrupted" if isinstance(exc, (Interrupted, KeyboardInterrupt)) \
+            else "failed"
         report.error = first_line(exc)
         raise
     finally:

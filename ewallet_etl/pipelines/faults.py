@@ -39,10 +39,14 @@ def _kill() -> None:
 
 
 def fault_point(name: str) -> None:
-    """SIGKILL this process here when armed at `name`."""
+    """SIGKILL this process here when armed at `name`; send it SIGTERM or SIGINT when armed at
+    `term:name` or `int:name` (the interruption tests: the run's own handler takes it)."""
     if armed(name):
         log.warning("fault point %s: killing myself", name)
         _kill()
+    for prefix, signum in (("term:", signal.SIGTERM), ("int:", signal.SIGINT)):
+        if armed(prefix + name):
+            os.kill(os.getpid(), signum)
 
 
 def around_facts(chunks: Iterator[pa.Table],

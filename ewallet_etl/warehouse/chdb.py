@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 
 from ewallet_etl.config import WarehouseTarget
-from ewallet_etl.core.errors import first_line
+from ewallet_etl.core.errors import one_line
 from ewallet_etl.warehouse.base import EngineNotInstalled, WarehouseError, insert_target, qualify
 
 _chdb_sessions: dict[str, Any] = {}
@@ -45,7 +45,7 @@ class ChdbWarehouse:
                 return self._session.query(qualify(sql, self.database), fmt, params=params)
             return self._session.query(qualify(sql, self.database), fmt)
         except Exception as exc:
-            raise WarehouseError(f"chDB at {self._path}: {first_line(exc)}") from exc
+            raise WarehouseError(f"chDB at {self._path}: {one_line(exc)}") from exc
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._run(sql, params)
@@ -83,7 +83,7 @@ class ChdbWarehouse:
         try:
             self._session.query(sql)
         except Exception as exc:
-            raise WarehouseError(f"chDB at {self._path}: {first_line(exc)}") from exc
+            raise WarehouseError(f"chDB at {self._path}: {one_line(exc)}") from exc
         del arrow_rows
 
     def insert_stream(self, table: str, chunks: Iterable[pa.Table]) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 import pyarrow as pa
 
 from ewallet_etl.config import WarehouseTarget
-from ewallet_etl.core.errors import first_line
+from ewallet_etl.core.errors import one_line
 from ewallet_etl.warehouse.base import (
     PARAM,
     WarehouseError,
@@ -67,9 +67,10 @@ class ClickHouseServer:
         from clickhouse_driver.errors import NetworkError, SocketTimeoutError
 
         if isinstance(exc, (NetworkError, SocketTimeoutError, EOFError, OSError)):
-            return WarehouseUnavailable(f"ClickHouse at {self._where}: {first_line(exc)}")
-        # driver errors carry no password; name the target instead
-        return WarehouseError(f"ClickHouse at {self._where}: {first_line(exc)}")
+            return WarehouseUnavailable(f"ClickHouse at {self._where}: {one_line(exc)}")
+        # driver errors carry no password; name the target instead. The server's reason is on
+        # the lines after `Code: N.`: all of it, on one line.
+        return WarehouseError(f"ClickHouse at {self._where}: {one_line(exc)}")
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         self._run(sql, params)

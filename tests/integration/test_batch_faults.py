@@ -375,3 +375,25 @@ def test_run_lock_names_fit_mysql_and_tell_pipelines_and_databases_apart(isolate
     assert name(replace(isolated, pipeline_name="other")) != name(isolated)
     long_a, long_b = (replace(isolated, pipeline_name="p" * 100 + tail) for tail in "ab")
     assert len(name(long_a)) == len(name(long_b)) == 64 and name(long_a) != name(long_b)
+
+
+# --- 6. interruptions --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("signal_at, code", [
+    ("term:after_first_chunk", 128 + signal.SIGTERM),  # in the middle of the facts' INSERT
+    ("int:after_dimensions", 128 + signal.SIGINT),
+    ("term:before_checkpoint", 128 + signal.SIGTERM),
+])
+def test_sigterm_or_sigint_stops_the_run_cleanly_and_a_rerun_finishes(isolated, signal_at, code):
+    generate_transactions(isolated.mysql_database, 20_000)
+    before = checkpoint_of(isolated)
+    proc = run_cli(replace(isolated, chunk_rows=2_000), kill_at=signal_at)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == code, output[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "interrupted by SIG" in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in output
+    assert checkpoint_of(isolated) == before
+    assert audit_rows(isolated)[-1][0] == "interrupted"
+    assert run_cli(isolated).returncode == 0
+    assert_warehouse_equals_source(isolated)

@@ -100,3 +100,13 @@ def test_a_url_with_an_unencoded_password_is_refused_without_echoing_it(url):
     assert "percent-encoded" in message
     for fragment in ("pa/ss9", "ss9", "se@cret", "cret", "secret"):
         assert fragment not in message
+
+
+def test_an_error_is_shown_whole_on_one_line_without_the_server_stack():
+    from ewallet_etl.core.errors import one_line
+
+    error = RuntimeError("Code: 193.\nDB::Exception: Wrong password for user etl.\n"
+                         "Stack trace:\n0. /usr/lib/libclickhouse.so(StackTrace)")
+    assert one_line(error) == "Code: 193. DB::Exception: Wrong password for user etl."
+    assert one_line(RuntimeError("")) == "RuntimeError"
+    assert one_line(RuntimeError("x" * 700)).endswith(" [...]")
