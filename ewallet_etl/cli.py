@@ -128,6 +128,29 @@ def etl_main(argv: Sequence[str] | None = None, prog: str = "etl_pipeline.py") -
     return EXIT_REJECTS if report.rows_rejected else EXIT_OK
 
 
+def status_main(argv: Sequence[str] | None = None, prog: str = "ewallet-etl status") -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Where every pipeline stands: checkpoint or position, the "
+        "warehouse it is tied to, lag, the last runs, quarantined rows. Read-only.",
+        epilog=ENVIRONMENT + " ETL_PIPELINE_NAME.")
+    parser.add_argument("--json", action="store_true", help="one JSON document, for machines")
+    args = parser.parse_args(argv)
+    settings = read_settings()
+    if settings is None:
+        return EXIT_USAGE
+    setup_logging(settings.log_level)
+    from ewallet_etl.pipelines.status import status
+
+    try:
+        report = status(settings)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        return interrupted(exc)
+    except Exception as exc:
+        return _fail(exc, False)
+    print(report.to_json() if args.json else report.to_text())
+    return EXIT_OK
+
+
 def sql_main(argv: Sequence[str] | None = None, prog: str = "python -m ewallet_etl.sql") -> int:
     parser = argparse.ArgumentParser(
         prog=prog,

@@ -278,6 +278,20 @@ def window_bounds(conn: pymysql.connections.Connection) -> tuple[datetime, datet
     return db_clock(conn), oldest_open_transaction(conn)
 
 
+def binlog_end(conn: pymysql.connections.Connection) -> str | None:
+    """The source's current end of binlog as `file:position`, or None when it has no binlog
+    (or the user may not ask)."""
+    for statement in ("SHOW MASTER STATUS", "SHOW BINARY LOG STATUS"):  # MySQL 8.2+: the latter
+        try:
+            row = fetch_one(conn, statement)
+        except pymysql.MySQLError as exc:
+            if _code(exc) in UNREACHABLE_CODES:
+                raise
+            continue
+        return f"{row[0]}:{row[1]}" if row else None
+    return None
+
+
 def db_clock(conn: pymysql.connections.Connection) -> datetime:
     """The source's "now" in UTC: window bounds never come from the ETL host's clock."""
     (now,) = fetch_one(conn, "SELECT UTC_TIMESTAMP(6)")

@@ -1,0 +1,109 @@
+"""`ewallet-etl status`: where every pipeline stands, read-only.
+
+Per pipeline: its kind; the batch's checkpoint in the source and its mark in this warehouse
+(and the lag: the source's clock minus the point the next run starts from); the binlog
+streams' saved positions and the source's current binlog end; the last runs and their
+outcome; the quarantined rows per source. Nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ewallet_etl.config import Settings
+from ewallet_etl.core.window import start_point
+from ewallet_etl.sources import mysql as source_mysql
+from ewallet_etl.state.checkpoint import read_checkpoint, read_landed
+from ewallet_etl.warehouse import Warehouse, open_warehouse
+
+LAST_RUNS = 5
+RUNS_SQL = """
+SELECT pipeline, mode, status, toString(started_at), rows_read, rows_loaded, rows_rejected,
+       error
+FROM analytics_dw.etl_runs
+ORDER BY started_at DESC, finished_at DESC
+LIMIT {limit:UInt32}
+"""
+QUARANTINE_SQL = """
+SELECT source, count() FROM analytics_dw.etl_quarantine FINAL GROUP BY source ORDER BY source
+"""
+POSITIONS_SQL = """
+SELECT stream, argMax(log_file, _version), argMax(log_pos, _version),
+       toString(argMax(saved_at, _version))
+FROM analytics_dw.cdc_state GROUP BY stream ORDER BY stream
+"""
+
+
+@dataclass
+class Status:
+    source: str
+    warehouse: str
+    source_now: str
+    batch: dict[str, Any]
+    binlog_end: str | None
+    streams: list[dict[str, Any]] = field(default_factory=list)
+    last_runs: list[dict[str, Any]] = field(default_factory=list)
+    quarantined: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    def to_text(self) -> str:
+        b = self.batch
+        lag = "-" if b["lag_seconds"] is None else f"{b['lag_seconds']} s"
+        lines = [f"source     {self.source} (clock {self.source_now})",
+                 f"warehouse  {self.warehouse}",
+                 f"batch      pipeline {b['pipeline']}: checkpoint {b['checkpoint'] or 'none'}, "
+                 f"landed here {b['landed'] or 'nothing'}; next run {b['next_run']}, lag {lag}"]
+        for s in self.streams:
+            lines.append(f"binlog     stream {s['stream']}: at {s['position']} (saved "
+                         f"{s['saved_at']}); source at {self.binlog_end or 'no binlog'}")
+        if not self.streams:
+            lines.append("binlog     no stream has run into this warehouse")
+        for r in self.last_runs:
+            lines.append(f"run        {r['started_at']} {r['pipeline']} {r['mode']} {r['status']}"
+                         f": read={r['rows_read']} loaded={r['rows_loaded']} "
+                         f"rejected={r['rows_rejected']}" + (f" ({r['error']})" if r['error']
+                                                             else ""))
+        quarantined = ", ".join(f"{k}={v}" for k, v in self.quarantined.items()) or "none"
+        lines.append(f"quarantine {quarantined}")
+        return "\n".join(lines)
+
+
+def status(settings: Settings) -> Status:
+    conn = source_mysql.connect(settings)
+    wh = open_warehouse(settings)
+    try:
+        now = source_mysql.db_clock(conn)
+        checkpoint = read_checkpoint(conn, settings.pipeline_name)
+        binlog_end = source_mysql.binlog_end(conn)
+        return Status(
+            source=source_mysql.where(settings), warehouse=settings.warehouse.describe(),
+            source_now=now.isoformat(),
+            batch=_batch(settings, wh, now, checkpoint), binlog_end=binlog_end,
+            streams=[{"stream": s, "position": f"{f}:{p}", "saved_at": at}
+                     for s, f, p, at in wh.query(POSITIONS_SQL)],
+            last_runs=[dict(zip(("pipeline", "mode", "status", "started_at", "rows_read",
+                                 "rows_loaded", "rows_rejected", "error"), row, strict=True))
+                       for row in wh.query(RUNS_SQL, {"limit": LAST_RUNS})],
+            quarantined={source: int(n) for source, n in wh.query(QUARANTINE_SQL)},
+        )
+    finally:
+        conn.close()
+        wh.close()
+
+
+def _batch(settings: Settings, wh: Warehouse, now: datetime,
+           checkpoint: datetime | None) -> dict[str, Any]:
+    landed = read_landed(wh, settings.pipeline_name, settings.mysql_database)
+    start = start_point(checkpoint, landed)
+    return {
+        "pipeline": settings.pipeline_name,
+        "checkpoint": checkpoint.isoformat() if checkpoint else None,
+        "landed": landed.isoformat() if landed else None,
+        "next_run": f"incremental from {start.isoformat()}" if start else "full load",
+        "lag_seconds": round((now - start).total_seconds(), 3) if start else None,
+    }
