@@ -19,7 +19,13 @@ import uuid
 from datetime import datetime, timezone
 from typing import Sequence, TextIO
 
-from ewallet_etl.cli import ENVIRONMENT, interrupted, read_settings, setup_logging
+from ewallet_etl.cli import (
+    ENVIRONMENT,
+    add_output_flags,
+    interrupted,
+    read_settings,
+    setup_logging,
+)
 from ewallet_etl.config import Settings
 from ewallet_etl.core.errors import Interrupted, first_line
 from ewallet_etl.core.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_REJECTS, EXIT_USAGE
@@ -87,7 +93,7 @@ def build_parser(prog: str = "cdc-stream.py") -> argparse.ArgumentParser:
                         "cdc_merchants), the binlog position and the version-scheme claim, "
                         "then exit: the next replay or binlog run starts them afresh (needed "
                         "to switch cdc_transactions between a file replay and the binlog)")
-    parser.add_argument("--debug", action="store_true", help="log stack traces on errors")
+    add_output_flags(parser)
     return parser
 
 
@@ -104,7 +110,7 @@ def cdc_main(argv: Sequence[str] | None = None, prog: str = "cdc-stream.py") -> 
     settings = read_settings()
     if settings is None:
         return EXIT_USAGE
-    setup_logging("DEBUG" if args.debug else settings.log_level)
+    setup_logging("DEBUG" if args.debug else settings.log_level, args.log_format)
     if args.source != "binlog" and (args.follow or args.resnapshot):
         build_parser().error("--follow and --resnapshot need --source binlog")
     return run_command(settings, args)
@@ -147,6 +153,11 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
         log.error("failed: %s", first_line(exc), exc_info=args.debug)
         return EXIT_FAILED
     log.info("%s", report.summary())
+    if report.events_read and not report.parsed:  # a wrong file: no record is a change event
+        reason = next(iter(report.reject_reasons), "")
+        log.error("%s holds no change event: %d record(s), none parseable (%s); they are in "
+                  "etl_quarantine", args.input, report.events_read, reason)
+        return EXIT_USAGE
     return EXIT_REJECTS if report.rejected else EXIT_OK
 
 

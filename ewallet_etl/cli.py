@@ -11,10 +11,14 @@ Exit codes (the same for every command):
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
 import logging
 import os
 import signal
 import sys
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
@@ -35,12 +39,44 @@ ENVIRONMENT = ("Reads (README: Configuration; defaults: the local stack) MYSQL_H
 QUIET_LIBRARIES = ("clickhouse_driver", "pymysqlreplication")
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC), level, logger, message (and the stack with
+    --debug), for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "level": record.levelname, "logger": record.name, "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["stack"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class TerminalProgress(logging.StreamHandler):
+    """Progress lines drawn over each other on a terminal; the next other line starts fresh."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream.write("\r\x1b[K" + record.getMessage())
+        self.stream.flush()
+
+
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="log stack traces on errors")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="log lines as text (default) or one JSON object per line")
+
+
+def setup_logging(level: str, log_format: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    terminal = log_format == "text" and sys.stderr.isatty()
+    text = ("\r\x1b[K" if terminal else "") + "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(text))
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler])
+    if terminal:  # progress draws one line in place; the next log line clears it first
+        progress = logging.getLogger("ewallet_etl.progress")
+        progress.addHandler(TerminalProgress(sys.stderr))
+        progress.propagate = False
     if level != "DEBUG":  # libraries log failed connects with stack traces; ours is one line
         for name in QUIET_LIBRARIES:
             logging.getLogger(name).setLevel(logging.ERROR)
@@ -103,12 +139,12 @@ def etl_main(argv: Sequence[str] | None = None, prog: str = "etl_pipeline.py") -
                       help="compare the source's transactions with TABLE (fact_sales, the "
                       "default, or the CDC replica cdc_transactions) per day; exit 4 on any "
                       "difference")
-    parser.add_argument("--debug", action="store_true", help="log stack traces on errors")
+    add_output_flags(parser)
     args = parser.parse_args(argv)
     settings = read_settings()
     if settings is None:
         return EXIT_USAGE
-    setup_logging("DEBUG" if args.debug else settings.log_level)
+    setup_logging("DEBUG" if args.debug else settings.log_level, args.log_format)
     log.info("ewallet-etl: %s", settings.describe())
     try:
         if args.reconcile:
@@ -161,6 +197,8 @@ def sql_main(argv: Sequence[str] | None = None, prog: str = "python -m ewallet_e
     )
     parser.add_argument("sql", nargs="?", help="a SQL statement")
     parser.add_argument("-f", "--file", type=Path, help="a .sql file (one statement)")
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                        help="an aligned table (default), CSV with a header, or a JSON array")
     args = parser.parse_args(argv)
     if bool(args.sql) == bool(args.file):
         parser.error("give either SQL or --file")
@@ -168,7 +206,7 @@ def sql_main(argv: Sequence[str] | None = None, prog: str = "python -m ewallet_e
     if settings is None:
         return EXIT_USAGE
     setup_logging(settings.log_level)
-    from ewallet_etl.warehouse import format_table, open_warehouse
+    from ewallet_etl.warehouse import open_warehouse
 
     try:
         text = args.file.read_text() if args.file else args.sql
@@ -182,5 +220,32 @@ def sql_main(argv: Sequence[str] | None = None, prog: str = "python -m ewallet_e
         return interrupted(exc)
     except Exception as exc:
         return _fail(exc, False)
-    print(format_table(names, rows))
+    print(render(names, rows, args.format))
     return EXIT_OK
+
+
+def render(names: list[str], rows: list[tuple], fmt: str) -> str:
+    """A query result as `table`, `csv` or `json` (decimals and times as exact text)."""
+    if fmt == "table":
+        from ewallet_etl.warehouse import format_table
+
+        return format_table(names, rows)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows(["" if v is None else _text(v) for v in row] for row in rows)
+        return out.getvalue().rstrip("\n")
+    return json.dumps([{n: None if v is None else _json(v)
+                        for n, v in zip(names, row, strict=True)} for row in rows],
+                      ensure_ascii=False)
+
+
+def _text(value: object) -> str:
+    return value.isoformat() if isinstance(value, (date, datetime)) else str(value)
+
+
+def _json(value: object) -> object:
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return _text(value)  # Decimal stays exact as text; dates and times ISO

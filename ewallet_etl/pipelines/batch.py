@@ -45,6 +45,7 @@ from ewallet_etl.core.errors import Interrupted, first_line
 from ewallet_etl.core.window import Window, next_window, start_point
 from ewallet_etl.pipelines import faults
 from ewallet_etl.pipelines.faults import fault_point
+from ewallet_etl.pipelines.progress import Progress
 from ewallet_etl.retry import with_retries
 from ewallet_etl.sources import mysql as source_mysql
 from ewallet_etl.sources.mysql_ids import with_found_flags
@@ -230,7 +231,9 @@ def _fact_chunks(settings: Settings, conn: pymysql.connections.Connection, wh: W
     window = report.window
     params = {"low": window.low, "high": window.high}
     chunks = source_mysql.stream(settings, source_mysql.TRANSACTIONS_SQL, params)
+    progress = Progress("transactions read")
     for n, chunk in enumerate(with_found_flags(chunks, conn), start=1):
+        progress.add(chunk.num_rows)
         facts, rejects = transform.transform_transactions(chunk)
         _infer_members(wh, settings, report, chunk)  # before the facts: every key resolves
         if rejects.num_rows:

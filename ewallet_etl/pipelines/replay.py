@@ -45,6 +45,7 @@ from ewallet_etl.core.changes import (
 from ewallet_etl.core.errors import Interrupted, first_line
 from ewallet_etl.core.events import BadEvent, BadRow, ChangeEvent, Item, Op, Reject, Skipped
 from ewallet_etl.pipelines.faults import fault_point
+from ewallet_etl.pipelines.progress import Progress
 from ewallet_etl.state import lineage as cdc_lineage
 from ewallet_etl.warehouse import Warehouse, open_warehouse
 
@@ -68,6 +69,7 @@ class CdcReport:
     rejected: int = 0  # quarantined, conflicts included
     conflicts: int = 0
     skipped: int = 0  # Debezium events of another database or table (counted in events_read)
+    parsed: int = 0  # records that were change events at all (valid or not, ours or skipped)
     batches: int = 0
     status: str = "running"
     error: str = ""
@@ -98,10 +100,12 @@ def apply_items(wh: Warehouse, items: Iterable[Item], report: CdcReport, batch_s
     """Validate (through `gate` when given), cut into batches of `batch_size` records, reduce
     and apply each batch. Skipped items are only counted."""
     admit = gate.admit if gate is not None else to_change
+    progress = Progress("change events read")
     changes: list[Change] = []
     rejects: list[Reject] = []
     for item in items:
         if type(item) is ChangeEvent:
+            report.parsed += 1
             try:
                 changes.append(admit(item))
             except BadRow as exc:
@@ -110,12 +114,15 @@ def apply_items(wh: Warehouse, items: Iterable[Item], report: CdcReport, batch_s
             except BadEvent as exc:
                 rejects.append(event_reject(item, str(exc)))
         elif type(item) is Skipped:
+            report.parsed += 1
             report.skip(item)
             continue
         else:
             rejects.append(item)
         if len(changes) + len(rejects) >= batch_size:
+            before = report.events_read
             apply_batch(wh, changes, rejects, report)
+            progress.add(report.events_read - before)
             changes, rejects = [], []
             if report.batches == 1:
                 fault_point("cdc_after_first_batch")

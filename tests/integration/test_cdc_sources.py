@@ -266,3 +266,13 @@ def test_the_command_line_refuses_the_binlog_after_a_replay_and_resets(settings,
     assert reset.returncode == 0 and "reset: emptied cdc_transactions" in reset.stderr
     done = run("--source", "binlog")
     assert done.returncode == 0, done.stderr
+
+
+def test_a_file_holding_no_change_event_is_exit_2_and_nothing_is_lost(settings, wh, tmp_path):
+    wrong = tmp_path / "page.html"
+    wrong.write_text("<html>\nnot events\n")
+    assert cdc(settings, str(wrong)) == 2
+    assert wh.query("SELECT count() FROM analytics_dw.etl_quarantine FINAL") == [(2,)]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert cdc(settings, str(empty)) == 0  # nothing to do is not an error
