@@ -139,8 +139,23 @@ def etl_main(argv: Sequence[str] | None = None, prog: str = "etl_pipeline.py") -
                       help="compare the source's transactions with TABLE (fact_sales, the "
                       "default, or the CDC replica cdc_transactions) per day; exit 4 on any "
                       "difference")
+    parser.add_argument("--since", type=_day, metavar="YYYY-MM-DD",
+                        help="backfill: reload the transactions of the days from SINCE to "
+                        "UNTIL (exclusive) of transaction_time, whatever their change time; the "
+                        "checkpoint is left alone")
+    parser.add_argument("--until", type=_day, metavar="YYYY-MM-DD",
+                        help="backfill: the first day not reloaded")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="say what the run would do (mode, window, rows) and write nothing")
     add_output_flags(parser)
     args = parser.parse_args(argv)
+    if (args.since is None) != (args.until is None):
+        parser.error("a backfill needs both --since and --until")
+    if args.since is not None and (args.reconcile or args.full_refresh or args.dry_run):
+        parser.error("--since/--until is a run of its own: not with --full-refresh, "
+                     "--reconcile or --dry-run")
+    if args.since is not None and not args.since < args.until:
+        parser.error("--since must be before --until")
     settings = read_settings()
     if settings is None:
         return EXIT_USAGE
@@ -151,9 +166,16 @@ def etl_main(argv: Sequence[str] | None = None, prog: str = "etl_pipeline.py") -
             from ewallet_etl.pipelines.reconcile import TARGETS, reconcile
 
             return EXIT_OK if reconcile(settings, TARGETS[args.reconcile]) else EXIT_MISMATCH
-        from ewallet_etl.pipelines.batch import run_batch
+        from ewallet_etl.pipelines.batch import dry_run, run_backfill, run_batch
 
-        report = run_batch(settings, full_refresh=args.full_refresh)
+        if args.dry_run:
+            plan = dry_run(settings, full_refresh=args.full_refresh)
+            log.info("dry run (nothing written): %s", json.dumps(plan))
+            return EXIT_OK
+        if args.since is not None:
+            report = run_backfill(settings, args.since, args.until)
+        else:
+            report = run_batch(settings, full_refresh=args.full_refresh)
     except (Interrupted, KeyboardInterrupt) as exc:
         return interrupted(exc)
     except Exception as exc:
@@ -162,6 +184,13 @@ def etl_main(argv: Sequence[str] | None = None, prog: str = "etl_pipeline.py") -
         return getattr(exc, "exit_code", EXIT_FAILED)
     log.info("%s", report.summary())
     return EXIT_REJECTS if report.rows_rejected else EXIT_OK
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text[:40]!r}") from None
 
 
 def status_main(argv: Sequence[str] | None = None, prog: str = "ewallet-etl status") -> int:

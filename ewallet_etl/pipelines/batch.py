@@ -30,8 +30,9 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dt_time
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +43,7 @@ from ewallet_etl.audit import RunRecord, count_reasons, quarantine_rows, record_
 from ewallet_etl.config import Settings
 from ewallet_etl.core import transform
 from ewallet_etl.core.errors import Interrupted, first_line
+from ewallet_etl.core.instants import EPOCH, as_utc
 from ewallet_etl.core.window import Window, next_window, start_point
 from ewallet_etl.pipelines import faults
 from ewallet_etl.pipelines.faults import fault_point
@@ -50,10 +52,7 @@ from ewallet_etl.retry import with_retries
 from ewallet_etl.sources import mysql as source_mysql
 from ewallet_etl.sources.mysql_ids import with_found_flags
 from ewallet_etl.state.checkpoint import landed_row, read_checkpoint, read_landed, save_checkpoint
-from ewallet_etl.warehouse import (
-    Warehouse,
-    open_warehouse,
-)
+from ewallet_etl.warehouse import Warehouse, WarehouseError, connect, open_warehouse
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +100,8 @@ class RunReport:
     def summary(self) -> str:
         old = self.old_checkpoint.isoformat() if self.old_checkpoint else "none"
         new = self.window.high.isoformat() if self.window else "unchanged"
+        if self.mode == "backfill":  # its window is days of transaction_time
+            old = new = "unchanged"
         return (
             f"run {self.run_id} {self.mode} {self.status}: read={self.rows_read} "
             f"(new={self.rows_read - self.rows_reread} overlap={self.rows_reread}) "
@@ -162,6 +163,85 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
     return report
 
 
+def run_backfill(settings: Settings, since: date, until: date) -> RunReport:
+    """Reload the transactions of the days [since, until) of transaction_time, whatever their
+    change time, with every user and merchant, and tombstone the facts of those days the source
+    no longer has. The checkpoint and the warehouse's mark are left alone: the watermark still
+    means what it meant. Idempotent, like every load; one run per pipeline (the run lock)."""
+    if not since < until:
+        raise ValueError(f"backfill: --since {since} must be before --until {until}")
+    report = RunReport(run_id=uuid.uuid4().hex[:12], mode="backfill",
+                       started_at=datetime.now(timezone.utc))
+    report.window = Window(as_utc(datetime.combine(since, dt_time())),
+                           as_utc(datetime.combine(until, dt_time())))
+    clock = time.monotonic()
+    wh = open_warehouse(settings)
+    source = source_mysql.ControlConnection(settings, lock=True)
+    try:
+        def plan() -> datetime:
+            conn = source.get()
+            source_mysql.check_change_columns(conn)
+            return source_mysql.db_clock(conn)
+
+        db_now = with_retries(plan, f"read the clock of MySQL at {source_mysql.where(settings)}",
+                              settings.max_retries)
+        log.info("backfill of the days [%s, %s) of transaction_time", since, until)
+        facts = (source_mysql.TRANSACTIONS_BY_DAY_SQL,
+                 {"since": report.window.low, "until": report.window.high})
+        with_retries(lambda: _load(settings, source, wh, report, dims_since=EPOCH, facts=facts),
+                     f"load the days from MySQL at {source_mysql.where(settings)}",
+                     settings.max_retries)
+        from ewallet_etl.pipelines.reconcile import sweep_deletes
+
+        try:
+            report.rows_deleted = sweep_deletes(source.get(), wh, db_now, days=(since, until))
+        except pymysql.MySQLError as exc:
+            raise source_mysql.source_error(settings, exc) from exc
+        report.status = "completed_with_rejects" if report.rows_rejected else "success"
+    except BaseException as exc:
+        report.status = "interrupted" if isinstance(exc, (Interrupted, KeyboardInterrupt)) \
+            else "failed"
+        report.error = first_line(exc)
+        raise
+    finally:
+        source.close()
+        report.seconds = time.monotonic() - clock
+        _audit(wh, settings, report)
+        wh.close()
+    return report
+
+
+def dry_run(settings: Settings, full_refresh: bool = False) -> dict[str, object]:
+    """What the next run would do, without writing anything anywhere (not even the warehouse's
+    schema): its mode, window and the rows it would read."""
+    conn = source_mysql.connect(settings)
+    wh = connect(settings.warehouse)
+    try:
+        source_mysql.check_change_columns(conn)
+        recorded = read_checkpoint(conn, settings.pipeline_name)
+        try:
+            landed = read_landed(wh, settings.pipeline_name, settings.mysql_database)
+        except WarehouseError:  # no schema yet: nothing has landed here
+            landed = None
+        checkpoint = start_point(recorded, landed)
+        window = plan_window(settings, checkpoint, *source_mysql.window_bounds(conn),
+                             full_refresh=full_refresh)
+        counts = {table: fetch_count(conn, sql, (window.low, window.high)[:sql.count("%s")])
+                  for table, sql in source_mysql.WINDOW_COUNT_SQL.items()}
+    finally:
+        conn.close()
+        wh.close()
+    return {"mode": "full" if full_refresh or checkpoint is None else "incremental",
+            "checkpoint": recorded.isoformat() if recorded else None,
+            "landed": landed.isoformat() if landed else None,
+            "window": str(window), "rows": counts}
+
+
+def fetch_count(conn: pymysql.connections.Connection, sql: str, params: tuple) -> int:
+    row = source_mysql.fetch_one(conn, sql, params)
+    return int(row[0]) if row else 0
+
+
 def _plan(settings: Settings, source: source_mysql.ControlConnection, wh: Warehouse,
           report: RunReport, full_refresh: bool) -> datetime:
     """Check the change columns; read the checkpoint, the warehouse's own mark, the source's
@@ -201,36 +281,37 @@ def plan_window(settings: Settings, checkpoint: datetime | None, db_now: datetim
 
 
 def _load(settings: Settings, source: source_mysql.ControlConnection, wh: Warehouse,
-          report: RunReport) -> None:
+          report: RunReport, dims_since: datetime | None = None,
+          facts: tuple[str, dict[str, Any]] | None = None) -> None:
     """Read the whole window and load it; safe to run again from the start after a failure.
 
     The facts stream through one `insert_stream`: chunks are read and transformed as the
     warehouse asks for them, so memory holds a chunk or two, never the window."""
     window = report.window
     assert window is not None
+    low = window.low if dims_since is None else dims_since
     report.reset_counts()
     try:
         conn = source.get()  # fails at once if MySQL is gone; connectorx would wait
         for source_table, sql, transform_dim, table in DIMENSIONS:
-            if not source_mysql.changed_since(conn, source_table, window.low):
+            if not source_mysql.changed_since(conn, source_table, low):
                 continue
-            for chunk in source_mysql.stream(settings, sql, {"low": window.low}):
+            for chunk in source_mysql.stream(settings, sql, {"low": low}):
                 wh.insert(table, transform_dim(chunk))
                 report.dimension_rows += chunk.num_rows
         fault_point("after_dimensions")
-        facts = _fact_chunks(settings, conn, wh, report)
+        query = facts or (source_mysql.TRANSACTIONS_SQL, {"low": window.low, "high": window.high})
+        chunks = _fact_chunks(settings, conn, wh, report, *query)
         wh.insert_stream("fact_sales", faults.around_facts(
-            facts, lambda part: wh.insert("fact_sales", part)))
+            chunks, lambda part: wh.insert("fact_sales", part)))
     except pymysql.MySQLError as exc:
         raise source_mysql.source_error(settings, exc) from exc
 
 
 def _fact_chunks(settings: Settings, conn: pymysql.connections.Connection, wh: Warehouse,
-                 report: RunReport) -> Iterator[pa.Table]:
-    """The window's fact rows, chunk by chunk; rejects go to etl_quarantine on the way."""
-    window = report.window
-    params = {"low": window.low, "high": window.high}
-    chunks = source_mysql.stream(settings, source_mysql.TRANSACTIONS_SQL, params)
+                 report: RunReport, sql: str, params: dict[str, Any]) -> Iterator[pa.Table]:
+    """The fact rows `sql` reads, chunk by chunk; rejects go to etl_quarantine on the way."""
+    chunks = source_mysql.stream(settings, sql, params)
     progress = Progress("transactions read")
     for n, chunk in enumerate(with_found_flags(chunks, conn), start=1):
         progress.add(chunk.num_rows)

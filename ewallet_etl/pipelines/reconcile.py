@@ -331,13 +331,17 @@ def _money(value: Any) -> Decimal | None:
     return None if value is None else Decimal(str(value)).quantize(Decimal("0.01"))
 
 
-def sweep_deletes(conn: Any, wh: Warehouse, source_now: datetime) -> int:
+def sweep_deletes(conn: Any, wh: Warehouse, source_now: datetime,
+                  days: tuple[date, date] | None = None) -> int:
     """Tombstone the facts found only in the warehouse; returns how many (see the docstring).
-    `conn` and `wh`: the full refresh's own connection and warehouse."""
+    `conn` and `wh`: the run's own connection and warehouse; `days`: only the days in
+    [first, end) (a backfill), else every day."""
     floor = micros(source_now)
     swept = 0
     for diff in _compare(conn, wh, FACTS).diffs:
         if diff.day is None or not diff.extra:
+            continue
+        if days is not None and not days[0] <= diff.day < days[1]:
             continue
         gone = set(diff.extra)
         rows = [row for row in wh.query(DAY_FACTS_SQL, {"day": diff.day}) if row[0] in gone]
@@ -350,7 +354,7 @@ def sweep_deletes(conn: Any, wh: Warehouse, source_now: datetime) -> int:
                                         .to_pylist()], pa.uint64())
         columns["_deleted"] = pa.array([1] * len(rows), pa.uint8())
         wh.insert("fact_sales", pa.table(columns))
-        log.warning("full refresh: %d fact(s) of %s no longer in the source, marked deleted: %s",
+        log.warning("%d fact(s) of %s no longer in the source, marked deleted: %s",
                     len(rows), diff.day, ", ".join(repr(r[0]) for r in rows[:SHOW_IDS]))
         swept += len(rows)
     return swept

@@ -72,6 +72,17 @@ TRANSACTIONS_SQL = TRANSACTIONS_COLUMNS + """\
 WHERE t.updated_at >= %(low)s AND t.updated_at < %(high)s
 """
 
+# A backfill: the transactions of whole days of transaction_time, whatever their change time.
+TRANSACTIONS_BY_DAY_SQL = TRANSACTIONS_COLUMNS + """\
+WHERE t.transaction_time >= %(since)s AND t.transaction_time < %(until)s
+"""
+# What a window holds, counted without reading it (a dry run).
+WINDOW_COUNT_SQL = {
+    "transactions": "SELECT COUNT(*) FROM transactions WHERE updated_at >= %s AND updated_at < %s",
+    "users": "SELECT COUNT(*) FROM users WHERE updated_at >= %s",
+    "merchants": "SELECT COUNT(*) FROM merchants WHERE updated_at >= %s",
+}
+
 # The change columns the watermark follows. Each must be a TIMESTAMP: the server keeps it as a
 # UTC instant whatever the writer session's time zone. A DATETIME set by CURRENT_TIMESTAMP holds
 # the writer's wall clock: a session at -05:00 writes rows five hours below the checkpoint
