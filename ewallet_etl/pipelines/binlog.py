@@ -32,6 +32,7 @@ from typing import Any
 
 import pymysql
 
+from ewallet_etl.audit import RunRecord, record_run
 from ewallet_etl.config import Settings
 from ewallet_etl.core.binlog_position import (
     Position,
@@ -41,7 +42,7 @@ from ewallet_etl.core.binlog_position import (
     variable_problems,
     version,
 )
-from ewallet_etl.core.errors import first_line
+from ewallet_etl.core.errors import Interrupted, first_line
 from ewallet_etl.core.events import ChangeEvent
 from ewallet_etl.core.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_REJECTS, EXIT_USAGE
 from ewallet_etl.pipelines import binlog_apply
@@ -88,6 +89,7 @@ class StreamReport:
     start: Position | None = None
     saved: Position | None = None
     stop_reason: str = ""
+    error: str = ""
     max_lag: float = 0.0
     restarts: int = 0
     # run id, start time and reject counts for cdc.py's apply and quarantine
@@ -281,6 +283,7 @@ def run_binlog(settings: Settings, follow: bool = False, resnapshot: bool = Fals
     finally:
         conn.close()
     wh = open_warehouse(settings)
+    status = "failed"
     try:
         refused = cdc.claim_for_binlog(wh, report_host)  # one version scheme per replica
         if refused:
@@ -297,10 +300,32 @@ def run_binlog(settings: Settings, follow: bool = False, resnapshot: bool = Fals
         report.start = report.saved = start
         _stream_with_restarts(settings, wh, report, state_version, stop,
                               None if follow else end)
+        status = "completed_with_rejects" if report.apply.rejected else "success"
+    except (Interrupted, KeyboardInterrupt):
+        status = "interrupted"
+        raise
+    except BaseException as exc:
+        report.error = first_line(exc)
+        raise
     finally:
+        report.seconds = time.monotonic() - clock
+        _audit(wh, settings, report, "follow" if follow else "bounded", status)
         wh.close()
-    report.seconds = time.monotonic() - clock
     return report
+
+
+def _audit(wh: Warehouse, settings: Settings, report: StreamReport, mode: str,
+           status: str) -> None:
+    """The run's etl_runs row (pipeline `binlog:<stream>`), like every other pipeline's."""
+    apply = report.apply
+    record_run(wh, RunRecord(
+        run_id=apply.run_id, pipeline=f"binlog:{settings.cdc_stream_name}", mode=mode,
+        started_at=apply.started_at,
+        window_from=str(report.start or ""), window_to=str(report.saved or ""),
+        rows_read=report.snapshot_rows + report.events, rows_loaded=apply.rows_applied,
+        rows_rejected=apply.rejected, status=status, error=report.error,
+        seconds=report.seconds,
+    ))
 
 
 def _stream_with_restarts(settings: Settings, wh: Warehouse, report: StreamReport,

@@ -16,9 +16,10 @@ import os
 import signal
 import threading
 import time
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-import pyarrow as pa
+if TYPE_CHECKING:  # the command line imports this module before it parses: keep it light
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 

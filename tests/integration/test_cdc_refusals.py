@@ -120,3 +120,18 @@ def test_replay_a_refused_event_retracts_the_older_version_until_a_newer_one(set
     assert replica_row(settings, "R1") is None
     replay(event("R1", "150.00", "2025-01-10T08:17:00Z"))
     assert replica_row(settings, "R1") == ("SUCCESS", Decimal("150.00"))
+
+
+def test_binlog_runs_are_audited_like_every_other_run(settings):
+    first = run_binlog(settings)
+    mysql_exec(settings.mysql_database,
+               "UPDATE transactions SET amount = -1.00 WHERE transaction_id = 'TX1003'")
+    second = run_binlog(settings)
+    rows = query(settings, "SELECT pipeline, mode, status, rows_read, rows_rejected, window_to "
+                           "FROM analytics_dw.etl_runs")  # one second apart at most: by rejects
+    assert sorted(rows, key=lambda row: row[4]) == [
+        ("binlog:binlog_cdc", "bounded", "success", first.snapshot_rows + first.events, 0,
+         str(first.saved)),
+        ("binlog:binlog_cdc", "bounded", "completed_with_rejects", second.events, 1,
+         str(second.saved)),
+    ]
