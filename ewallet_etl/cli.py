@@ -193,6 +193,49 @@ def _day(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text[:40]!r}") from None
 
 
+def init_main(argv: Sequence[str] | None = None, prog: str = "ewallet-etl init") -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Check a source database of your own for what the pipeline "
+        "needs (the checkpoint table, updated_at TIMESTAMP(6) columns and their indexes, the "
+        "columns it reads, the PROCESS privilege) and say what is missing. With --apply, create "
+        "the pipeline's own objects (never your data; a missing table or column is left to you).",
+        epilog=ENVIRONMENT + ".")
+    parser.add_argument("--apply", action="store_true",
+                        help="run the statements shown (ALTER TABLE / CREATE INDEX / CREATE TABLE)")
+    args = parser.parse_args(argv)
+    settings = read_settings()
+    if settings is None:
+        return EXIT_USAGE
+    setup_logging(settings.log_level)
+    from ewallet_etl.sources import mysql as source_mysql
+    from ewallet_etl.sources import mysql_setup
+
+    try:
+        conn = source_mysql.connect(settings)
+        try:
+            steps = mysql_setup.inspect(conn)
+            process = mysql_setup.can_see_transactions(conn)
+            if args.apply and any(step.sql for step in steps):
+                mysql_setup.apply(conn, steps)
+                log.info("applied %d statement(s)", sum(1 for step in steps if step.sql))
+                steps = mysql_setup.inspect(conn)
+        finally:
+            conn.close()
+    except Exception as exc:
+        return _fail(exc, False)
+    for step in steps:
+        print(f"missing: {step.why}" + (f"\n  {'applied' if args.apply else 'fix'}: "
+                                         f"{' '.join(step.sql.split())}" if step.sql else
+                                         "\n  fix: yours to add (the pipeline reads it)")
+              + (f"\n  note: {step.note}" if step.note else ""))
+    if not process:
+        print("missing: the PROCESS privilege (GRANT PROCESS ON *.* TO the ETL user): without "
+              "it the window relies on ETL_OVERLAP_SECONDS alone")
+    if not steps:
+        print(f"ready: {source_mysql.where(settings)} has what the pipeline needs")
+    return EXIT_OK if not steps else EXIT_USAGE
+
+
 def status_main(argv: Sequence[str] | None = None, prog: str = "ewallet-etl status") -> int:
     parser = argparse.ArgumentParser(
         prog=prog, description="Where every pipeline stands: checkpoint or position, the "

@@ -8,7 +8,14 @@ import sys
 from typing import Sequence
 
 from ewallet_etl.cdc_cli import cdc_main
-from ewallet_etl.cli import ENVIRONMENT, etl_main, handle_signals, sql_main, status_main
+from ewallet_etl.cli import (
+    ENVIRONMENT,
+    etl_main,
+    handle_signals,
+    init_main,
+    sql_main,
+    status_main,
+)
 from ewallet_etl.core.exit_codes import EXIT_OK, EXIT_USAGE
 
 COMMANDS = {
@@ -16,6 +23,8 @@ COMMANDS = {
            "(--full-refresh reloads everything)",
     "reconcile": "compare the source with fact_sales (or: reconcile cdc_transactions) per day; "
                  "exit 4 on a difference",
+    "init": "check a source database of your own for what the pipeline needs (--apply: create "
+            "its own objects)",
     "status": "where every pipeline stands: checkpoint or position, lag, last runs, "
               "quarantine (--json)",
     "sql": "run one SQL statement (or -f FILE) on the warehouse and print the result",
@@ -58,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return sql_main(rest, prog="ewallet-etl sql")
     if command == "status":
         return status_main(rest)
+    if command == "init":
+        return init_main(rest)
     if command == "cdc":
         return _cdc(rest)
     print(f"ewallet-etl: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
