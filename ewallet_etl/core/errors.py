@@ -32,3 +32,8 @@ def one_line(exc: BaseException, limit: int = 600) -> str:
     if not text:
         return type(exc).__name__
     return text if len(text) <= limit else text[:limit] + " [...]"
+
+
+def outcome(exc: BaseException) -> str:
+    """The audit status of a run that ended with `exc`: interrupted (a signal) or failed."""
+    return "interrupted" if isinstance(exc, (Interrupted, KeyboardInterrupt)) else "failed"

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as dt_time
@@ -42,7 +43,7 @@ import pymysql
 from ewallet_etl.audit import RunRecord, count_reasons, quarantine_rows, record_run
 from ewallet_etl.config import Settings
 from ewallet_etl.core import transform
-from ewallet_etl.core.errors import Interrupted, first_line
+from ewallet_etl.core.errors import first_line, outcome
 from ewallet_etl.core.instants import EPOCH, as_utc
 from ewallet_etl.core.window import Window, next_window, start_point
 from ewallet_etl.pipelines import faults
@@ -119,10 +120,7 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
         mode="full" if full_refresh else "incremental",
         started_at=datetime.now(timezone.utc),
     )
-    clock = time.monotonic()
-    wh = open_warehouse(settings)  # first, so a run that fails on the source is audited too
-    source = source_mysql.ControlConnection(settings, lock=True)  # one run per pipeline
-    try:
+    with _audited(settings, report) as (wh, source):
         db_now = _plan(settings, source, wh, report, full_refresh)
         log.info("window %s (source now %s)", report.window, db_now.isoformat())
         with_retries(lambda: _load(settings, source, wh, report),
@@ -149,18 +147,28 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
                      f"save the checkpoint in MySQL at {source_mysql.where(settings)}",
                      settings.max_retries)
         fault_point("after_checkpoint")
+    return report
+
+
+@contextmanager
+def _audited(settings: Settings, report: RunReport) -> Iterator[
+        tuple[Warehouse, source_mysql.ControlConnection]]:
+    """A run's warehouse and source (holding the run lock), its outcome in `report`, and its
+    etl_runs row written whatever happens, a signal included."""
+    clock = time.monotonic()
+    wh = open_warehouse(settings)  # first, so a run that fails on the source is audited too
+    source = source_mysql.ControlConnection(settings, lock=True)  # one run per pipeline
+    try:
+        yield wh, source
         report.status = "completed_with_rejects" if report.rows_rejected else "success"
-    except BaseException as exc:  # Interrupted (a signal) too: the audit row says so
-        report.status = "interrupted" if isinstance(exc, (Interrupted, KeyboardInterrupt)) \
-            else "failed"
-        report.error = first_line(exc)
+    except BaseException as exc:
+        report.status, report.error = outcome(exc), first_line(exc)
         raise
     finally:
         source.close()
         report.seconds = time.monotonic() - clock
         _audit(wh, settings, report)
         wh.close()
-    return report
 
 
 def run_backfill(settings: Settings, since: date, until: date) -> RunReport:
@@ -174,10 +182,7 @@ def run_backfill(settings: Settings, since: date, until: date) -> RunReport:
                        started_at=datetime.now(timezone.utc))
     report.window = Window(as_utc(datetime.combine(since, dt_time())),
                            as_utc(datetime.combine(until, dt_time())))
-    clock = time.monotonic()
-    wh = open_warehouse(settings)
-    source = source_mysql.ControlConnection(settings, lock=True)
-    try:
+    with _audited(settings, report) as (wh, source):
         def plan() -> datetime:
             conn = source.get()
             source_mysql.check_change_columns(conn)
@@ -197,17 +202,6 @@ def run_backfill(settings: Settings, since: date, until: date) -> RunReport:
             report.rows_deleted = sweep_deletes(source.get(), wh, db_now, days=(since, until))
         except pymysql.MySQLError as exc:
             raise source_mysql.source_error(settings, exc) from exc
-        report.status = "completed_with_rejects" if report.rows_rejected else "success"
-    except BaseException as exc:
-        report.status = "interrupted" if isinstance(exc, (Interrupted, KeyboardInterrupt)) \
-            else "failed"
-        report.error = first_line(exc)
-        raise
-    finally:
-        source.close()
-        report.seconds = time.monotonic() - clock
-        _audit(wh, settings, report)
-        wh.close()
     return report
 
 

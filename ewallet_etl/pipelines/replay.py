@@ -42,7 +42,7 @@ from ewallet_etl.core.changes import (
     to_arrow,
     to_change,
 )
-from ewallet_etl.core.errors import Interrupted, first_line
+from ewallet_etl.core.errors import first_line, outcome
 from ewallet_etl.core.events import BadEvent, BadRow, ChangeEvent, Item, Op, Reject, Skipped
 from ewallet_etl.pipelines.faults import fault_point
 from ewallet_etl.pipelines.progress import Progress
@@ -192,9 +192,7 @@ def run_replay(settings: Settings, stream: TextIO, input_name: str,
             wh.execute(f"OPTIMIZE TABLE analytics_dw.{TABLE} FINAL")
         report.status = "completed_with_rejects" if report.rejected else "success"
     except BaseException as exc:  # Interrupted (a signal) too: the audit row says so
-        report.status = "interrupted" if isinstance(exc, (Interrupted, KeyboardInterrupt)) \
-            else "failed"
-        report.error = first_line(exc)
+        report.status, report.error = outcome(exc), first_line(exc)
         raise
     finally:
         report.seconds = time.monotonic() - clock
