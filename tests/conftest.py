@@ -19,6 +19,7 @@ from tests.helpers import (
     SOURCE_DDL,
     mysql_admin,
     open_warehouse,
+    opened,
     run_sql_file,
     settings_for,
     unique,
@@ -63,6 +64,18 @@ def settings(source_db: str, engine: str, chdb_path: Path) -> Iterator[Settings]
     yield settings_for(source_db, target)
     wh.execute("DROP DATABASE IF EXISTS analytics_dw" + (" SYNC" if engine == "chdb" else ""))
     wh.close()
+
+
+@pytest.fixture
+def stream_settings(source_db: str, engine: str, chdb_path: Path) -> Iterator[Settings]:
+    """Settings for the CDC tests: short micro-batches, and the warehouse opened per block
+    (`opened`): a subprocess may take the chDB folder in between."""
+    target = warehouse_target(engine, unique("ewt_dw"), chdb_path)
+    with opened(target) as wh:
+        ensure_schema(wh, WAREHOUSE_DDL)
+    yield settings_for(source_db, target, cdc_batch_ms=200)
+    with opened(target) as wh:
+        wh.execute("DROP DATABASE IF EXISTS analytics_dw" + (" SYNC" if engine == "chdb" else ""))
 
 
 @pytest.fixture

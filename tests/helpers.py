@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pymysql
 
@@ -321,3 +322,13 @@ def run_cli(settings: Settings, *args: str, kill_at: str | None = None,
     command = [sys.executable, "-c", OWN_TRANSACTIONS_BOOT, settings.mysql_database, *args]
     return subprocess.run(command, cwd=ROOT, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+@contextmanager
+def opened(target: WarehouseTarget) -> Iterator[Warehouse]:
+    """A warehouse for one block (re-opens chDB if a subprocess made this process let go)."""
+    wh = connect(target)
+    try:
+        yield wh
+    finally:
+        wh.close()

@@ -19,13 +19,12 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Iterator
 
 import pymysql
 import pytest
 
-from ewallet_etl.config import Settings, WarehouseTarget
+from ewallet_etl.config import Settings
 from ewallet_etl.core.binlog_position import Position, version
 from ewallet_etl.pipelines.binlog import PreflightError, StreamReport, run_binlog, server_identity
 from ewallet_etl.sources.binlog import (
@@ -37,12 +36,13 @@ from ewallet_etl.sources.binlog import (
 )
 from ewallet_etl.sources.binlog_decode import fast_decoding
 from ewallet_etl.state.positions import read_position, save_position
-from ewallet_etl.warehouse import WAREHOUSE_DDL, Warehouse, connect, ensure_schema, release_chdb
+from ewallet_etl.warehouse import Warehouse, release_chdb
 from tests.helpers import (
     ROOT,
     env_for,
     mysql_admin,
     mysql_exec,
+    opened,
     settings_for,
     unique,
     warehouse_target,
@@ -57,22 +57,9 @@ CENT = Decimal("0.01")
 # --- fixtures: a warehouse re-opened on demand (subprocesses close chDB under us) -------------
 
 @pytest.fixture
-def settings(source_db: str, engine: str, chdb_path: Path) -> Iterator[Settings]:
-    target = warehouse_target(engine, unique("ewt_dw"), chdb_path)
-    with opened(target) as wh:
-        ensure_schema(wh, WAREHOUSE_DDL)
-    yield settings_for(source_db, target, cdc_batch_ms=200)
-    with opened(target) as wh:
-        wh.execute("DROP DATABASE IF EXISTS analytics_dw" + (" SYNC" if engine == "chdb" else ""))
-
-
-@contextmanager
-def opened(target: WarehouseTarget) -> Iterator[Warehouse]:
-    wh = connect(target)  # re-opens chDB if a subprocess made us release it
-    try:
-        yield wh
-    finally:
-        wh.close()
+def settings(stream_settings: Settings) -> Settings:
+    """Short micro-batches; the warehouse re-opened on demand (conftest.stream_settings)."""
+    return stream_settings
 
 
 def query(settings: Settings, sql: str) -> list[tuple]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager, suppress
 from decimal import Decimal
-from pathlib import Path
 from typing import Iterator
 
 import pymysql
@@ -22,16 +21,13 @@ from ewallet_etl.config import Settings
 from ewallet_etl.core.binlog_position import Position, version
 from ewallet_etl.pipelines.binlog import EXIT_OK, EXIT_USAGE, binlog_main, run_binlog
 from ewallet_etl.state.positions import save_position
-from ewallet_etl.warehouse import WAREHOUSE_DDL, ensure_schema
 from tests.helpers import (
     SOURCE_DDL,
     as_decimal,
     mysql_admin,
     mysql_exec,
     run_sql_file,
-    settings_for,
     unique,
-    warehouse_target,
 )
 from tests.integration.test_binlog_cdc import (
     assert_replica_equals_source,
@@ -49,13 +45,9 @@ INSERT_TX = ("INSERT INTO transactions (transaction_id, user_id, merchant_id, am
 
 
 @pytest.fixture
-def settings(source_db: str, engine: str, chdb_path: Path) -> Iterator[Settings]:
-    target = warehouse_target(engine, unique("ewt_dw"), chdb_path)
-    with opened(target) as wh:
-        ensure_schema(wh, WAREHOUSE_DDL)
-    yield settings_for(source_db, target, cdc_batch_ms=200)
-    with opened(target) as wh:
-        wh.execute("DROP DATABASE IF EXISTS analytics_dw" + (" SYNC" if engine == "chdb" else ""))
+def settings(stream_settings: Settings) -> Settings:
+    """Short micro-batches; the warehouse re-opened on demand (conftest.stream_settings)."""
+    return stream_settings
 
 
 # --- helpers ----------------------------------------------------------------------------------

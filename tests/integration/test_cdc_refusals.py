@@ -9,8 +9,6 @@ from __future__ import annotations
 import io
 import json
 from decimal import Decimal
-from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -18,28 +16,20 @@ from ewallet_etl.config import Settings
 from ewallet_etl.pipelines.binlog import run_binlog
 from ewallet_etl.pipelines.reconcile import REPLICA, compare
 from ewallet_etl.pipelines.replay import run_replay
-from ewallet_etl.warehouse import WAREHOUSE_DDL, ensure_schema
 from tests.helpers import (
     as_decimal,
     mysql_admin,
     mysql_exec,
-    settings_for,
-    unique,
-    warehouse_target,
 )
-from tests.integration.test_binlog_cdc import opened, query
+from tests.integration.test_binlog_cdc import query
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def settings(source_db: str, engine: str, chdb_path: Path) -> Iterator[Settings]:
-    target = warehouse_target(engine, unique("ewt_dw"), chdb_path)
-    with opened(target) as wh:
-        ensure_schema(wh, WAREHOUSE_DDL)
-    yield settings_for(source_db, target, cdc_batch_ms=200)
-    with opened(target) as wh:
-        wh.execute("DROP DATABASE IF EXISTS analytics_dw" + (" SYNC" if engine == "chdb" else ""))
+def settings(stream_settings: Settings) -> Settings:
+    """Short micro-batches; the warehouse re-opened on demand (conftest.stream_settings)."""
+    return stream_settings
 
 
 def replica_row(settings: Settings, tx: str) -> tuple | None:
