@@ -193,3 +193,36 @@ def test_the_write_up_s_transform_takes_and_gives_pandas_dataframes():
     assert transform_data(as_text)[0]["amount"].tolist() == facts["amount"].tolist()
     with pytest.raises(TypeError, match="float"):
         transform_data(frame.assign(amount=[50000.0, 99999.99, -1.0]))
+
+
+@pytest.mark.parametrize("number, expected", [
+    (20250110081500, datetime(2025, 1, 10, 8, 15)),
+    (20240229235959, datetime(2024, 2, 29, 23, 59, 59)),   # a leap day
+    (20000229000000, datetime(2000, 2, 29)),               # 2000 is a leap year
+    (19700101000000, datetime(1970, 1, 1)),
+    (19691231235959, datetime(1969, 12, 31, 23, 59, 59)),  # before the epoch
+    (99991231235959, datetime(9999, 12, 31, 23, 59, 59)),
+])
+def test_datetime_numbers_decode_to_the_same_wall_clock_time(number, expected):
+    from ewallet_etl.core.transform import decode_times
+
+    decoded = decode_times(pa.table({"transaction_time": pa.array([number], pa.int64())}))
+    assert decoded.column("transaction_time").to_pylist() == [expected]
+    assert decoded.column("transaction_time_raw").to_pylist() == [None]
+
+
+@pytest.mark.parametrize("number, text", [
+    (0, "0000-00-00 00:00:00"), (20250230100000, "2025-02-30 10:00:00"),
+    (20230229000000, "2023-02-29 00:00:00"), (19000229000000, "1900-02-29 00:00:00"),
+    (20250010000000, "2025-00-10 00:00:00"), (20251301000000, "2025-13-01 00:00:00"),
+    (20250100000000, "2025-01-00 00:00:00"), (20250110246000, "2025-01-10 24:60:00"),
+])
+def test_numbers_that_are_no_date_are_refused_with_their_text(number, text):
+    batch = source_batch({"transaction_id": "GOOD"}, {"transaction_id": "BAD"})
+    numbers = pa.array([20250110081500, number], pa.int64())
+    batch = batch.set_column(batch.schema.get_field_index("transaction_time"), "transaction_time",
+                             numbers)
+    facts, rejects = transform_transactions(batch)
+    assert facts.column("transaction_id").to_pylist() == ["GOOD"]
+    assert rejects.column("reason").to_pylist() == ["transaction_time is not a valid date"]
+    assert f'"transaction_time_raw": "{text}"' in rejects.column("raw")[0].as_py()

@@ -181,6 +181,7 @@ def transform_transactions(batch: pa.Table) -> tuple[pa.Table, pa.Table]:
     row is refused depends on the row alone (`reject_codes`); a refused row's earlier version,
     if one was loaded, is retracted by the caller (`retractions`).
     """
+    batch = decode_times(batch)
     amount = batch.column("amount")
     unscaled = _unscaled_int64(amount)  # None: some value needs Arrow's decimal kernels
     cents = None if unscaled is None else _to_cents(unscaled, amount.type.scale)
@@ -194,9 +195,74 @@ def transform_transactions(batch: pa.Table) -> tuple[pa.Table, pa.Table]:
     return _facts(clean, cents), _rejects(batch, codes, rejected, "transaction_id")
 
 
+def decode_times(batch: pa.Table) -> pa.Table:
+    """`transaction_time` as the extraction reads it, a number YYYYMMDDhhmmss[.ffffff] (what
+    MySQL gives for `datetime + 0`: cheap, and never a value a reader cannot convert), into UTC
+    wall-clock timestamps. A number that is no date ('0000-00-00', '2025-02-30') becomes NULL,
+    with its text in `transaction_time_raw`. A batch that already holds timestamps is returned
+    as it is."""
+    column = batch.column("transaction_time")
+    if not (pa.types.is_integer(column.type) or pa.types.is_decimal(column.type)):
+        return batch
+    whole, micros = _number_parts(column)
+    valid = pc.fill_null(pc.is_valid(column), False).to_numpy(zero_copy_only=False)
+    values = np.where(valid, whole, 0)
+    second, minute = values % 100, values // 100 % 100
+    hour, day = values // 10_000 % 100, values // 1_000_000 % 100
+    month, year = values // 100_000_000 % 100, values // 10_000_000_000
+    ok = (valid & (year >= 1) & (month >= 1) & (month <= 12) & (day >= 1)
+          & (day <= _days_in_month(year, month)) & (hour < 24) & (minute < 60) & (second < 60))
+    epoch_us = ((_days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60
+                 + second) * 1_000_000 + micros)
+    times = pa.array(epoch_us, pa.int64(), mask=~ok).cast(pa.timestamp("us"))
+    bad = valid & ~ok
+    raw: list[str | None] = [None] * len(values)
+    for i in np.flatnonzero(bad).tolist():  # rare: only impossible dates are rendered
+        raw[i] = (f"{year[i]:04d}-{month[i]:02d}-{day[i]:02d} "
+                  f"{hour[i]:02d}:{minute[i]:02d}:{second[i]:02d}")
+    index = batch.schema.get_field_index("transaction_time")
+    batch = batch.set_column(index, "transaction_time", times)
+    raw_column = pa.array(raw, pa.string())
+    if RAW_TIME in batch.column_names:
+        return batch.set_column(batch.schema.get_field_index(RAW_TIME), RAW_TIME, raw_column)
+    return batch.append_column(RAW_TIME, raw_column)
+
+
+def _number_parts(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """A YYYYMMDDhhmmss[.ffffff] column -> (the whole number, microseconds), as int64."""
+    if pa.types.is_integer(column.type):
+        return (pc.fill_null(column, 0).to_numpy(zero_copy_only=False).astype(np.int64),
+                np.zeros(len(column), dtype=np.int64))
+    # A decimal: its fraction has at most 6 digits (DATETIME(6)); whole numbers fit int64.
+    scaled = pc.cast(pc.fill_null(column, 0), pa.decimal128(30, 6))
+    whole = pc.cast(pc.floor(scaled), pa.int64()).to_numpy(zero_copy_only=False)
+    fraction = pc.subtract(scaled, pc.cast(pa.array(whole, pa.int64()), pa.decimal128(30, 6)))
+    fraction = pc.cast(fraction, pa.decimal128(7, 6))  # below one second
+    micros = pc.cast(pc.multiply(fraction, pa.scalar(Decimal(1_000_000), pa.decimal128(7, 0))),
+                     pa.int64(), safe=False)
+    return whole.astype(np.int64), micros.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _days_in_month(year: np.ndarray, month: np.ndarray) -> np.ndarray:
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    days = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31, 31], dtype=np.int64)
+    return days[np.clip(month, 1, 12) - 1] + ((month == 2) & leap)
+
+
+def _days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)."""
+    y = year - (month <= 2)
+    era = np.floor_divide(y, 400)
+    yoe = y - era * 400
+    doy = (153 * (month + np.where(month > 2, -3, 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146_097 + doe - 719_468
+
+
 def refusals(batch: pa.Table) -> list[str | None]:
     """Per source row, the reason `transform_transactions` refuses it, or None: the same rules,
     for reconciliation to tell a refusal that still holds from one the source has fixed."""
+    batch = decode_times(batch)
     amount = batch.column("amount")
     unscaled = _unscaled_int64(amount)
     cents = None if unscaled is None else _to_cents(unscaled, amount.type.scale)

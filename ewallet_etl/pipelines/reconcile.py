@@ -88,8 +88,7 @@ WHERE t.transaction_time IS NULL OR NOT {source_mysql.VALID_TIME}
 """
 SOURCE_ROW_TYPES = {
     "transaction_id": pa.string(), "user_id": pa.uint64(), "merchant_id": pa.uint64(),
-    "status": pa.string(), "transaction_time": pa.timestamp("us"),
-    "transaction_time_raw": pa.string(), "updated_at": pa.timestamp("us"),
+    "status": pa.string(), "updated_at": pa.timestamp("us"),
 }
 WAREHOUSE_DAY_ROWS_SQL = """
 SELECT transaction_id, status, amount FROM analytics_dw.v_fact_sales
