@@ -122,23 +122,19 @@ def transform_merchants(batch: pa.Table) -> pa.Table:
     })
 
 
-def inferred_users(user_ids: np.ndarray) -> pa.Table:
-    """dim_users rows for users a loaded fact refers to but the source has no row of (yet):
-    Kimball's inferred members. Version 0, so the real row replaces it whenever it arrives;
-    empty attributes, so reports show the fact's money under an empty name meanwhile."""
-    ids = np.unique(np.asarray(user_ids, dtype=np.uint64))
-    return pa.table({
-        "user_key": surrogate_keys(ids, "user"), "user_id": ids,
-        **_empty_attributes(len(ids), ("name", "email", "city")),
-    })
+# A dimension's text attributes, which an inferred member leaves empty.
+DIMENSION_ATTRIBUTES = {"user": ("name", "email", "city"), "merchant": ("name", "category", "city")}
 
 
-def inferred_merchants(merchant_ids: np.ndarray) -> pa.Table:
-    """dim_merchants rows for merchants a loaded fact refers to but the source lacks (yet)."""
-    ids = np.unique(np.asarray(merchant_ids, dtype=np.uint64))
+def inferred_members(natural_ids: np.ndarray, domain: str) -> pa.Table:
+    """dim_users / dim_merchants rows (`domain` "user" or "merchant") for ids a loaded fact refers
+    to but the source has no row of (yet): Kimball's inferred members. Version 0, so the real
+    row replaces it whenever it arrives; empty attributes, so reports show the fact's money
+    under an empty name meanwhile."""
+    ids = np.unique(np.asarray(natural_ids, dtype=np.uint64))
     return pa.table({
-        "merchant_key": surrogate_keys(ids, "merchant"), "merchant_id": ids,
-        **_empty_attributes(len(ids), ("name", "category", "city")),
+        f"{domain}_key": surrogate_keys(ids, domain), f"{domain}_id": ids,
+        **_empty_attributes(len(ids), DIMENSION_ATTRIBUTES[domain]),
     })
 
 

@@ -220,7 +220,7 @@ def dry_run(settings: Settings, full_refresh: bool = False) -> dict[str, object]
         checkpoint = start_point(recorded, landed)
         window = plan_window(settings, checkpoint, *source_mysql.window_bounds(conn),
                              full_refresh=full_refresh)
-        counts = {table: fetch_count(conn, sql, (window.low, window.high)[:sql.count("%s")])
+        counts = {table: _count_rows(conn, sql, window)
                   for table, sql in source_mysql.WINDOW_COUNT_SQL.items()}
     finally:
         conn.close()
@@ -231,8 +231,12 @@ def dry_run(settings: Settings, full_refresh: bool = False) -> dict[str, object]
             "window": str(window), "rows": counts}
 
 
-def fetch_count(conn: pymysql.connections.Connection, sql: str, params: tuple) -> int:
-    row = source_mysql.fetch_one(conn, sql, params)
+def _count_rows(conn: pymysql.connections.Connection, sql: str, window: Window) -> int:
+    bounds = {"low": window.low, "high": window.high}  # naive UTC: what a UTC session reads
+    with conn.cursor() as cur:
+        cur.execute(sql, {k: v.astimezone(timezone.utc).replace(tzinfo=None)
+                          for k, v in bounds.items()})
+        row = cur.fetchone()
     return int(row[0]) if row else 0
 
 
@@ -325,9 +329,9 @@ def _infer_members(wh: Warehouse, settings: Settings, report: RunReport,
                    chunk: pa.Table) -> None:
     """Inferred members for the users and merchants this chunk refers to that the source has
     no row of (yet): the facts load now, the real rows replace the members when they come."""
-    for found, ids, infer, table in (
-            ("user_found", "user_id", transform.inferred_users, "dim_users"),
-            ("merchant_found", "merchant_id", transform.inferred_merchants, "dim_merchants")):
+    for found, ids, domain, table in (
+            ("user_found", "user_id", "user", "dim_users"),
+            ("merchant_found", "merchant_id", "merchant", "dim_merchants")):
         missing = pc.equal(chunk.column(found), 0)
         if not pc.any(missing).as_py():
             continue
@@ -336,7 +340,7 @@ def _infer_members(wh: Warehouse, settings: Settings, report: RunReport,
         if not new:
             continue
         report.inferred_ids.update((ids, i) for i in new)
-        members = infer(np.array(new, dtype=np.uint64))
+        members = transform.inferred_members(np.array(new, dtype=np.uint64), domain)
         wh.insert(table, members)
         report.inferred += members.num_rows
         log.warning("%d %s referred to by transactions have no row in the source yet: "

@@ -42,7 +42,7 @@ from ewallet_etl.core.binlog_position import (
     variable_problems,
     version,
 )
-from ewallet_etl.core.errors import Interrupted, first_line
+from ewallet_etl.core.errors import first_line, outcome
 from ewallet_etl.core.events import ChangeEvent
 from ewallet_etl.core.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_REJECTS, EXIT_USAGE
 from ewallet_etl.pipelines import binlog_apply
@@ -301,11 +301,8 @@ def run_binlog(settings: Settings, follow: bool = False, resnapshot: bool = Fals
         _stream_with_restarts(settings, wh, report, state_version, stop,
                               None if follow else end)
         status = "completed_with_rejects" if report.apply.rejected else "success"
-    except (Interrupted, KeyboardInterrupt):
-        status = "interrupted"
-        raise
     except BaseException as exc:
-        report.error = first_line(exc)
+        status, report.error = outcome(exc), first_line(exc)
         raise
     finally:
         report.seconds = time.monotonic() - clock

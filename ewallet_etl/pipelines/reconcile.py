@@ -216,7 +216,10 @@ def compare(settings: Settings, target: Target = FACTS) -> Reconciliation:
         wh.close()
 
 
-def _compare(conn: Any, wh: Warehouse, target: Target) -> Reconciliation:
+def _compare(conn: Any, wh: Warehouse, target: Target,
+             days: tuple[date, date] | None = None) -> Reconciliation:
+    """Every day, or only those in [first, end) when `days` is given (a backfill's sweep): only
+    those are read row by row."""
     source = _days(_fetch(conn, SOURCE_DAYS_SQL))
     warehouse = _days(wh.query(target.days_sql))
     result = Reconciliation(days=len(source.keys() | warehouse.keys()),
@@ -225,6 +228,8 @@ def _compare(conn: Any, wh: Warehouse, target: Target) -> Reconciliation:
     read = False
     for day in sorted(source.keys() | warehouse.keys(), key=lambda d: (d is not None, d)):
         if source.get(day) == warehouse.get(day):
+            continue
+        if days is not None and (day is None or not days[0] <= day < days[1]):
             continue
         if not read and target.quarantined_sql:  # read once, and only if some day differs
             quarantine = {(key, int(version))
@@ -337,10 +342,8 @@ def sweep_deletes(conn: Any, wh: Warehouse, source_now: datetime,
     [first, end) (a backfill), else every day."""
     floor = micros(source_now)
     swept = 0
-    for diff in _compare(conn, wh, FACTS).diffs:
+    for diff in _compare(conn, wh, FACTS, days).diffs:
         if diff.day is None or not diff.extra:
-            continue
-        if days is not None and not days[0] <= diff.day < days[1]:
             continue
         gone = set(diff.extra)
         rows = [row for row in wh.query(DAY_FACTS_SQL, {"day": diff.day}) if row[0] in gone]

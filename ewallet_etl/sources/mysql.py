@@ -78,9 +78,10 @@ WHERE t.transaction_time >= %(since)s AND t.transaction_time < %(until)s
 """
 # What a window holds, counted without reading it (a dry run).
 WINDOW_COUNT_SQL = {
-    "transactions": "SELECT COUNT(*) FROM transactions WHERE updated_at >= %s AND updated_at < %s",
-    "users": "SELECT COUNT(*) FROM users WHERE updated_at >= %s",
-    "merchants": "SELECT COUNT(*) FROM merchants WHERE updated_at >= %s",
+    "transactions": ("SELECT COUNT(*) FROM transactions "
+                     "WHERE updated_at >= %(low)s AND updated_at < %(high)s"),
+    "users": "SELECT COUNT(*) FROM users WHERE updated_at >= %(low)s",
+    "merchants": "SELECT COUNT(*) FROM merchants WHERE updated_at >= %(low)s",
 }
 
 # The change columns the watermark follows. Each must be a TIMESTAMP: the server keeps it as a
