@@ -3,6 +3,7 @@
 # (cdc-stream.py) in one image. docker-compose.yml runs it as etl_service and cdc_service.
 #   docker build -t ewallet-etl .
 #   docker run --rm --env-file .env ewallet-etl            # one batch run, exit code = the run's
+#   docker run --rm --env-file .env ewallet-etl ewallet-etl status   # any subcommand
 # The base is pinned to a full version; pin its digest too where the registry is reachable.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
@@ -14,10 +15,14 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 # Requirements before code: this layer is rebuilt when they change, not on every code edit.
 COPY requirements.txt /tmp/requirements/
-# Wheels only: nothing is compiled, so no compiler is needed here or left anywhere; pip and
-# setuptools leave the venv once they are done.
+# Wheels only: nothing is compiled, so no compiler is needed here or left anywhere.
 RUN /opt/venv/bin/pip install --only-binary=:all: \
-        -r /tmp/requirements/requirements.txt \
+        -r /tmp/requirements/requirements.txt
+# The package itself (no dependencies: they are the pins above), for the `ewallet-etl` command;
+# then pip and setuptools leave the venv.
+COPY pyproject.toml README.md /src/
+COPY ewallet_etl /src/ewallet_etl
+RUN /opt/venv/bin/pip install --no-deps /src \
  && /opt/venv/bin/pip uninstall --yes pip setuptools
 
 # --- runtime: the venv and the code, run as a non-root user --------------------------------

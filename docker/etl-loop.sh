@@ -1,8 +1,13 @@
 #!/bin/sh
-# The etl_service's command: `python etl_pipeline.py` at start, then every ETL_INTERVAL_SECONDS.
+# The app services' command: a job at start, then again every ETL_INTERVAL_SECONDS.
 #
+#   sh docker/etl-loop.sh [COMMAND ARGS...]   (default: python etl_pipeline.py, the batch ELT)
 #   ETL_INTERVAL_SECONDS=300 (the default)  run; sleep 300 s after it ends; run; ... until SIGTERM
 #   ETL_INTERVAL_SECONDS=0                  run once and exit with the run's exit code
+#
+# cdc_service runs the binlog stream with it (`... python cdc-stream.py --source binlog
+# --follow`, ETL_INTERVAL_SECONDS=10): a stream ends only on an error or a signal, and is started
+# again from its saved position after the pause.
 #
 # The interval counts from the end of a run, so two runs never overlap. A failed run (exit 1),
 # one with rejects (3) or a reconcile mismatch (4) is logged and the loop goes on: the checkpoint
@@ -40,8 +45,12 @@ run() {
     return "$rc"
 }
 
+if [ "$#" -eq 0 ]; then
+    set -- python etl_pipeline.py
+fi
+
 while :; do
-    run python etl_pipeline.py
+    run "$@"
     rc=$?
     if [ "$interval" -eq 0 ]; then
         exit "$rc"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -31,6 +31,7 @@ ENV_DEFAULTS: dict[str, str] = {
     "MYSQL_PASSWORD": "etl_password",
     "MYSQL_DATABASE": "ewallet_source",
     "CLICKHOUSE_URL": DEFAULT_CLICKHOUSE_URL,
+    "CLICKHOUSE_PASSWORD": "",  # the server's password when CLICKHOUSE_URL holds none
     "ETL_PIPELINE_NAME": "transactions_elt",
     "ETL_CHUNK_ROWS": "100000",
     "ETL_LAG_SECONDS": "0",
@@ -104,6 +105,17 @@ def parse_clickhouse_url(url: str) -> WarehouseTarget:
         )
     raise ConfigError("CLICKHOUSE_URL must start with clickhouse://, clickhouse+tls:// or "
                       "chdb://")
+
+
+def with_password(target: WarehouseTarget, password: str) -> WarehouseTarget:
+    """CLICKHOUSE_PASSWORD (or CLICKHOUSE_PASSWORD_FILE) for a URL without one, so that the
+    secret need not sit in a URL. A URL with another password is refused: which one is meant?"""
+    if not password or target.kind != "clickhouse" or target.password == password:
+        return target
+    if target.password:
+        raise ConfigError("CLICKHOUSE_URL holds a password and CLICKHOUSE_PASSWORD another one: "
+                          "keep one")
+    return replace(target, password=password)
 
 
 def _secure_flag(query: str) -> bool:
@@ -254,7 +266,8 @@ class Settings:
             mysql_user=get("MYSQL_USER"),
             mysql_password=get("MYSQL_PASSWORD"),
             mysql_database=_identifier(get("MYSQL_DATABASE")),
-            warehouse=parse_clickhouse_url(get("CLICKHOUSE_URL")),
+            warehouse=with_password(parse_clickhouse_url(get("CLICKHOUSE_URL")),
+                                    get("CLICKHOUSE_PASSWORD")),
             pipeline_name=get("ETL_PIPELINE_NAME"),
             chunk_rows=_int(env, "ETL_CHUNK_ROWS"),
             lag_seconds=_int(env, "ETL_LAG_SECONDS"),

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CLICKHOUSE_URL=${DEMO_CLICKHOUSE_URL:-chdb://.local/chdb}
-PY=.venv/bin/python
+ETL=.venv/bin/ewallet-etl  # what `pip install .` gives; python etl_pipeline.py is the same
 
 scripts/setup.sh
 scripts/stack.sh up mariadb
@@ -13,12 +13,12 @@ scripts/stack.sh reset-source          # the seed: TX1001, TX1003, TX1004 (FAILE
 rm -rf .local/chdb
 
 echo "== full load =="
-$PY etl_pipeline.py --full-refresh
+$ETL run --full-refresh
 echo "== incremental batch: 3 new transactions =="
 scripts/stack.sh mysql < seed/incremental_batch.sql
 echo "== incremental load =="
-$PY etl_pipeline.py
+$ETL run
 echo "== Querying_Total_Transaction_User.sql =="
-$PY -m ewallet_etl.sql -f Querying_Total_Transaction_User.sql
+$ETL sql -f Querying_Total_Transaction_User.sql
 echo "== Querying_Total_Transaction_Merchant.sql =="
-$PY -m ewallet_etl.sql -f Querying_Total_Transaction_Merchant.sql
+$ETL sql -f Querying_Total_Transaction_Merchant.sql

@@ -9,6 +9,10 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+# The project itself, editable: .venv/bin/ewallet-etl runs this checkout's code.
+if [ ! -x .venv/bin/ewallet-etl ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+fi
 # Byte-code now, as the image does: a run then never compiles the package (~20 ms a start-up),
 # even where PYTHONDONTWRITEBYTECODE is set. Stale files are recompiled in memory, never used.
 .venv/bin/python -m compileall -q ewallet_etl

@@ -43,7 +43,6 @@ APPS = ("etl_service", "cdc_service")
 NOT_READ_BY_CODE = {
     "MYSQL_ROOT_PASSWORD": "the mysql image (root account) and docker/mysql-init/20-etl-grants.sh",
     "CLICKHOUSE_USER": "the clickhouse image creates the user; compose puts it in CLICKHOUSE_URL",
-    "CLICKHOUSE_PASSWORD": "the clickhouse image; compose builds CLICKHOUSE_URL from it",
     "CH_TCP_PORT": "compose: host port of ClickHouse's native protocol (scripts/stack.sh: same)",
     "CH_HTTP_PORT": "compose: host port of ClickHouse's HTTP interface (scripts/stack.sh: same)",
     "ETL_INTERVAL_SECONDS": "docker/etl-loop.sh, etl_service's loop",
@@ -56,7 +55,7 @@ TEST_ONLY = {
 # .env file itself is.
 ABOUT_THE_ENV_FILE = {"ETL_ENV_FILE": "the path of a .env file (compose passes settings directly)"}
 # Settings an app service gets beyond what the code reads: service -> names.
-APP_EXTRAS = {"etl_service": {"ETL_INTERVAL_SECONDS"}, "cdc_service": set()}
+APP_EXTRAS = {"etl_service": {"ETL_INTERVAL_SECONDS"}, "cdc_service": {"ETL_INTERVAL_SECONDS"}}
 # Scripts (and their flags) a service runs that parallel work is still adding: missing -> xfail,
 # present -> checked. Remove the entry once the work has landed, so a regression fails again.
 SECRETS = ("MYSQL_PASSWORD", "MYSQL_ROOT_PASSWORD", "CLICKHOUSE_PASSWORD")
@@ -217,14 +216,16 @@ def test_apps_wait_for_healthy_servers(config: dict, service: str) -> None:
 
 
 @pytest.mark.parametrize("service, client, credential", [
-    ("mysql_source", "mysql ", "MYSQL_PASSWORD"),
-    ("clickhouse", "clickhouse-client ", "CLICKHOUSE_PASSWORD"),
+    ("mysql_source", "mysql ", "MYSQL_PASSWORD"),  # handed over as MYSQL_PWD
+    ("clickhouse", "clickhouse-client ", None),  # the client reads CLICKHOUSE_PASSWORD itself
 ])
 def test_server_healthchecks_query_with_credentials(
-        config: dict, service: str, client: str, credential: str) -> None:
-    check = config["services"][service]["healthcheck"]
+        config: dict, service: str, client: str, credential: str | None) -> None:
+    svc = config["services"][service]
+    check = svc["healthcheck"]
     test = check["test"] if isinstance(check["test"], str) else " ".join(check["test"])
-    assert not check.get("disable") and client in test and credential in test and "SELECT" in test
+    assert not check.get("disable") and client in test and "SELECT" in test
+    assert credential in test if credential else svc["environment"]["CLICKHOUSE_PASSWORD"]
 
 
 def _mounts(service: dict) -> dict[str, str]:
@@ -314,16 +315,51 @@ def _check_scripts(scripts: list[str]) -> None:
         assert in_build_context(script), f"{script} is left out by .dockerignore"
 
 
+def test_the_app_image_is_built_once_and_never_pulled(config: dict) -> None:
+    services = config["services"]
+    built = [name for name, svc in services.items() if "build" in svc]
+    assert built == ["etl_service"], built
+    assert services["etl_service"]["build"]["context"] in (str(ROOT), ".")
+    image = services["etl_service"]["image"]
+    assert services["cdc_service"]["image"] == image
+    assert services["cdc_service"].get("pull_policy") == "never", "a local image: never pulled"
+
+
+@pytest.mark.parametrize("service", SERVERS)
+def test_server_images_are_pinned_to_a_patch_release(config: dict, service: str) -> None:
+    image = config["services"][service]["image"]
+    tag = image.split("@")[0].rsplit(":", 1)[-1]
+    assert re.fullmatch(r"\d+\.\d+\.\d+(\.\d+)?", tag), f"{image}: pin a full version"
+
+
+@pytest.mark.parametrize("service", APPS)
+def test_apps_stop_on_a_configuration_error_instead_of_restarting_forever(
+        config: dict, service: str) -> None:
+    policy = str(config["services"][service].get("restart", "no"))
+    assert policy.startswith("on-failure:") and int(policy.split(":")[1]) <= 5, policy
+
+
+@pytest.mark.parametrize("service", [*SERVERS, *APPS])
+def test_no_secret_in_a_url_or_a_healthcheck_command_line(config: dict, service: str) -> None:
+    svc = config["services"][service]
+    secrets = [env_example()[name] for name in SECRETS]
+    urls = [str(v) for v in svc.get("environment", {}).values() if "://" in str(v)]
+    assert not [u for u in urls if any(s in u for s in secrets)], urls
+    check = svc.get("healthcheck", {}).get("test", "")
+    command = check if isinstance(check, str) else " ".join(check)
+    assert "--password" not in command and not any(s in command for s in secrets), command
+
+
 @pytest.mark.parametrize("service", APPS)
 def test_service_command_runs_scripts_in_the_repository(config: dict, service: str) -> None:
     svc = config["services"][service]
-    assert svc["build"]["context"] in (str(ROOT), "."), "the app services run the repo's image"
     command = svc["command"] if isinstance(svc["command"], list) else shlex.split(svc["command"])
     _check_scripts(_scripts(command))
-    if command[:2] == ["python", "cdc-stream.py"]:
+    if "cdc-stream.py" in command:
         help_text = subprocess.run([sys.executable, "cdc-stream.py", "--help"], cwd=ROOT,
                                    capture_output=True, text=True, timeout=120).stdout
-        missing = [flag for flag in command[2:] if flag not in help_text]
+        flags = command[command.index("cdc-stream.py") + 1:]
+        missing = [flag for flag in flags if flag not in help_text]
         assert not missing, f"cdc-stream.py --help does not mention {missing}"
 
 
@@ -372,6 +408,15 @@ def test_loop_exit_codes(fake_python: dict, tmp_path: Path, interval: str, run_r
                           text=True, timeout=30)
     assert proc.returncode == loop_rc, proc.stderr
     assert _calls(env) == ["etl_pipeline.py"] * runs
+
+
+def test_loop_runs_the_command_it_is_given_again_after_a_failure(fake_python: dict,
+                                                                   tmp_path: Path) -> None:
+    env = {**fake_python, "ETL_INTERVAL_SECONDS": "0", "FAKE_RC": "1"}
+    command = ["sh", str(LOOP), "python", "cdc-stream.py", "--source", "binlog", "--follow"]
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 1 and _calls(env) == ["cdc-stream.py --source binlog --follow"]
 
 
 @pytest.mark.parametrize("fake_sleep", ["0", "30"])  # stopped while sleeping / during a run

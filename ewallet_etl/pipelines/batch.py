@@ -40,7 +40,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pymysql
 
-from ewallet_etl.audit import RunRecord, count_reasons, quarantine_rows, record_run
+from ewallet_etl.audit import (
+    RunRecord,
+    close_dead_runs,
+    count_reasons,
+    quarantine_rows,
+    record_run,
+    record_start,
+)
 from ewallet_etl.config import Settings
 from ewallet_etl.core import transform
 from ewallet_etl.core.errors import first_line, outcome
@@ -158,7 +165,12 @@ def _audited(settings: Settings, report: RunReport) -> Iterator[
     clock = time.monotonic()
     wh = open_warehouse(settings)  # first, so a run that fails on the source is audited too
     source = source_mysql.ControlConnection(settings, lock=True)  # one run per pipeline
+    record_start(wh, report.run_id, settings.pipeline_name, report.mode, report.started_at)
     try:
+        with_retries(source.get, f"connect to MySQL at {source_mysql.where(settings)}",
+                     settings.max_retries)
+        # The lock is ours: a run of this pipeline that never closed is dead.
+        close_dead_runs(wh, settings.pipeline_name, report.run_id, exclusive=True)
         yield wh, source
         report.status = "completed_with_rejects" if report.rows_rejected else "success"
     except BaseException as exc:

@@ -27,6 +27,15 @@ FROM analytics_dw.etl_runs
 ORDER BY started_at DESC, finished_at DESC
 LIMIT {limit:UInt32}
 """
+# Runs that started and have not ended: going now, or dead without closing (not yet seen by
+# a later run of their pipeline, which closes them as `killed`).
+OPEN_RUNS_SQL = """
+SELECT pipeline, run_id, mode, toString(started_at), host, pid
+FROM analytics_dw.etl_run_starts
+WHERE run_id NOT IN (SELECT run_id FROM analytics_dw.etl_runs)
+ORDER BY started_at DESC
+LIMIT {limit:UInt32}
+"""
 QUARANTINE_SQL = """
 SELECT source, count() FROM analytics_dw.etl_quarantine FINAL GROUP BY source ORDER BY source
 """
@@ -46,6 +55,7 @@ class Status:
     binlog_end: str | None
     streams: list[dict[str, Any]] = field(default_factory=list)
     last_runs: list[dict[str, Any]] = field(default_factory=list)
+    open_runs: list[dict[str, Any]] = field(default_factory=list)
     quarantined: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -68,6 +78,10 @@ class Status:
                          f": read={r['rows_read']} loaded={r['rows_loaded']} "
                          f"rejected={r['rows_rejected']}" + (f" ({r['error']})" if r['error']
                                                              else ""))
+        for r in self.open_runs:
+            lines.append(f"open       {r['started_at']} {r['pipeline']} {r['mode']} run "
+                         f"{r['run_id']} on {r['host']} pid {r['pid']}: running, or died "
+                         f"without closing (its pipeline's next run will tell)")
         quarantined = ", ".join(f"{k}={v}" for k, v in self.quarantined.items()) or "none"
         lines.append(f"quarantine {quarantined}")
         return "\n".join(lines)
@@ -89,6 +103,9 @@ def status(settings: Settings) -> Status:
             last_runs=[dict(zip(("pipeline", "mode", "status", "started_at", "rows_read",
                                  "rows_loaded", "rows_rejected", "error"), row, strict=True))
                        for row in wh.query(RUNS_SQL, {"limit": LAST_RUNS})],
+            open_runs=[dict(zip(("pipeline", "run_id", "mode", "started_at", "host", "pid"),
+                                row, strict=True))
+                       for row in wh.query(OPEN_RUNS_SQL, {"limit": LAST_RUNS})],
             quarantined={source: int(n) for source, n in wh.query(QUARANTINE_SQL)},
         )
     finally:

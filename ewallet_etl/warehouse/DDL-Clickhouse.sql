@@ -111,6 +111,19 @@ CREATE TABLE IF NOT EXISTS analytics_dw.etl_runs (
 PARTITION BY toYYYYMM(started_at)
 ORDER BY (pipeline, started_at, run_id);
 
+-- One row per run as it starts (its etl_runs row is written as it ends). A start with no
+-- etl_runs row is a run in progress, or one that died without closing (SIGKILL, out of memory,
+-- the host stopped): the next run of the same pipeline that can tell which closes it as `killed`.
+CREATE TABLE IF NOT EXISTS analytics_dw.etl_run_starts (
+    run_id     String,
+    pipeline   String,
+    mode       String,
+    started_at DateTime('UTC'),
+    host       String,
+    pid        UInt32
+) ENGINE = MergeTree()
+ORDER BY (pipeline, started_at, run_id);
+
 -- Where each batch pipeline's data stands in THIS warehouse: the watermark of the last window
 -- that landed here (microseconds since the epoch, UTC), saved after the window's rows and before
 -- the source's checkpoint. A run starts from the lower of the two, so a fresh warehouse, a second

@@ -21,6 +21,7 @@ import pytest
 from ewallet_etl.config import parse_clickhouse_url
 from ewallet_etl.pipelines.batch import run_batch
 from ewallet_etl.pipelines.reconcile import compare
+from ewallet_etl.pipelines.status import status
 from ewallet_etl.sources import mysql as source_mysql
 from ewallet_etl.warehouse import open_warehouse, release_chdb
 from tests.helpers import (
@@ -396,4 +397,30 @@ def test_sigterm_or_sigint_stops_the_run_cleanly_and_a_rerun_finishes(isolated, 
     assert checkpoint_of(isolated) == before
     assert audit_rows(isolated)[-1][0] == "interrupted"
     assert run_cli(isolated).returncode == 0
+    assert_warehouse_equals_source(isolated)
+
+
+# --- 7. a run that died without closing -------------------------------------------------------
+
+def test_a_sigkilled_run_is_shown_as_killed_by_the_next_run_and_by_status(isolated):
+    generate_transactions(isolated.mysql_database, 5_000)
+    proc = run_cli(replace(isolated, chunk_rows=1_000), kill_at="after_first_chunk")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert audit_rows(isolated) == []  # it wrote no end row: it is "open"
+
+    shown = status(isolated)
+    # The mode as asked: the first incremental run turns into a full load later on.
+    assert [(r["pipeline"], r["mode"]) for r in shown.open_runs] == [
+        (isolated.pipeline_name, "incremental")]
+    assert "died without closing" in shown.to_text()
+
+    rerun = run_cli(isolated)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "never finished" in rerun.stderr and "recorded as killed" in rerun.stderr
+    rows = audit_rows(isolated)
+    assert [outcome for outcome, _ in rows] == ["killed", "success"]
+    assert "SIGKILL" in rows[0][1]
+    assert status(isolated).open_runs == []
+    assert run_cli(isolated).returncode == 0  # closed once, not again
+    assert [outcome for outcome, _ in audit_rows(isolated)] == ["killed", "success", "success"]
     assert_warehouse_equals_source(isolated)

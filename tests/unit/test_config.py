@@ -54,6 +54,21 @@ def test_a_secret_can_come_from_a_file(tmp_path):
     assert "cannot read" in refused(MYSQL_PASSWORD_FILE=str(tmp_path / "nope"))
 
 
+def test_the_clickhouse_password_may_come_apart_from_its_url(tmp_path):
+    secret = tmp_path / "clickhouse_password"
+    secret.write_text("any/char@s:ok\n")  # no percent-encoding outside a URL
+    target = settings(CLICKHOUSE_URL="clickhouse://etl@ch:9000/dw",
+                      CLICKHOUSE_PASSWORD_FILE=str(secret)).warehouse
+    assert (target.user, target.password) == ("etl", "any/char@s:ok")
+    assert "any/char" not in repr(target) and "any/char" not in target.describe()
+    same = settings(CLICKHOUSE_URL="clickhouse://etl:pw@ch/dw", CLICKHOUSE_PASSWORD="pw")
+    assert same.warehouse.password == "pw"
+    message = refused(CLICKHOUSE_URL="clickhouse://etl:Xq7pw@ch/dw", CLICKHOUSE_PASSWORD="Zr9pw")
+    assert "keep one" in message and "Xq7" not in message and "Zr9" not in message
+    # chDB has no password: one in the environment (compose's .env) changes nothing
+    assert settings(CLICKHOUSE_PASSWORD="x").warehouse.kind == "chdb"
+
+
 def test_a_mysql_url_gives_the_five_values_and_a_separate_variable_wins():
     s = settings(MYSQL_URL="mysql://shop:p%2Fw@db.example:3307/shop_prod")
     assert (s.mysql_user, s.mysql_password, s.mysql_host, s.mysql_port, s.mysql_database) == (
