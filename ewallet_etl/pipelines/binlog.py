@@ -32,7 +32,7 @@ from typing import Any
 
 import pymysql
 
-from ewallet_etl.audit import RunRecord, record_run
+from ewallet_etl.audit import RunRecord, close_dead_runs, record_run, record_start
 from ewallet_etl.config import Settings
 from ewallet_etl.core.binlog_position import (
     Position,
@@ -48,7 +48,9 @@ from ewallet_etl.core.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_REJECTS, EXIT
 from ewallet_etl.pipelines import binlog_apply
 from ewallet_etl.pipelines import replay as cdc
 from ewallet_etl.pipelines.faults import fault_point
+from ewallet_etl.pipelines.reconcile import sweep_deletes
 from ewallet_etl.retry import TransientError
+from ewallet_etl.sources import mysql as source_mysql
 from ewallet_etl.sources.binlog import (
     TABLE_KEYS,
     UnreplicableStatement,
@@ -172,7 +174,19 @@ def take_snapshot(settings: Settings, wh: Warehouse, report: StreamReport) -> Po
         gone = binlog_apply.tombstone_older(wh, table, snap_version, report.apply)
         if gone:
             log.info("re-snapshot: %d %s rows no longer in the source, deleted", gone, table)
+    sweep_star(settings, wh)  # facts a batch loaded that the source deleted since
     return position
+
+
+def sweep_star(settings: Settings, wh: Warehouse) -> int:
+    """Tombstone the fact_sales rows whose transaction the source no longer has, by the batch's
+    own rule (`reconcile.sweep_deletes`): after a snapshot (deleted while no stream ran, e.g.
+    while batch loads fed the star schema) and after a TRUNCATE. Returns how many."""
+    conn = control_connection(settings)
+    try:
+        return sweep_deletes(conn, wh, source_mysql.db_clock(conn))
+    finally:
+        conn.close()
 
 
 class Streamer:
@@ -244,6 +258,8 @@ class Streamer:
         gone = binlog_apply.tombstone_older(self.wh, table, version(at),
                                             self.report.apply)
         log.info("TRUNCATE %s at %s: %d replica rows deleted", table, at, gone)
+        if table == "transactions":
+            log.info("TRUNCATE %s: %d facts deleted", table, sweep_star(self.settings, self.wh))
 
     def flush(self) -> None:
         """Apply what is pending, then save the last boundary (data first, position second)."""
@@ -283,8 +299,11 @@ def run_binlog(settings: Settings, follow: bool = False, resnapshot: bool = Fals
     finally:
         conn.close()
     wh = open_warehouse(settings)
-    status = "failed"
+    status, pipeline = "failed", f"binlog:{settings.cdc_stream_name}"
+    mode = "follow" if follow else "bounded"
+    record_start(wh, report.apply.run_id, pipeline, mode, report.apply.started_at)
     try:
+        close_dead_runs(wh, pipeline, report.apply.run_id, exclusive=False)
         refused = cdc.claim_for_binlog(wh, report_host)  # one version scheme per replica
         if refused:
             raise PreflightError([refused])
@@ -306,17 +325,16 @@ def run_binlog(settings: Settings, follow: bool = False, resnapshot: bool = Fals
         raise
     finally:
         report.seconds = time.monotonic() - clock
-        _audit(wh, settings, report, "follow" if follow else "bounded", status)
+        _audit(wh, pipeline, report, mode, status)
         wh.close()
     return report
 
 
-def _audit(wh: Warehouse, settings: Settings, report: StreamReport, mode: str,
-           status: str) -> None:
+def _audit(wh: Warehouse, pipeline: str, report: StreamReport, mode: str, status: str) -> None:
     """The run's etl_runs row (pipeline `binlog:<stream>`), like every other pipeline's."""
     apply = report.apply
     record_run(wh, RunRecord(
-        run_id=apply.run_id, pipeline=f"binlog:{settings.cdc_stream_name}", mode=mode,
+        run_id=apply.run_id, pipeline=pipeline, mode=mode,
         started_at=apply.started_at,
         window_from=str(report.start or ""), window_to=str(report.saved or ""),
         rows_read=report.snapshot_rows + report.events, rows_loaded=apply.rows_applied,

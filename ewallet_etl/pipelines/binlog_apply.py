@@ -34,6 +34,7 @@ from ewallet_etl.core.changes import (
 from ewallet_etl.core.events import BadEvent, BadRow, ChangeEvent, Op, Reject
 from ewallet_etl.core.instants import micros
 from ewallet_etl.pipelines import replay as cdc
+from ewallet_etl.pipelines import star_apply
 from ewallet_etl.warehouse import Warehouse
 
 MICROSECOND = timedelta(microseconds=1)
@@ -147,6 +148,7 @@ def _apply_dimension(wh: Warehouse, table: str, events: Sequence[ChangeEvent],
     if reduced.rows:
         rows = dim_arrow(table, reduced.rows)
         wh.insert(replica, rows)
+        star_apply.apply_dimension(wh, table, reduced.rows, report)
     if rejects:
         quarantined = quarantine_rows(rejects_table(rejects), f"binlog_{table}",
                                       report.run_id, report.started_at)

@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Sequence, TextIO
 
-from ewallet_etl.audit import RunRecord, count_reasons, quarantine_rows, record_run
+from ewallet_etl.audit import (
+    RunRecord,
+    close_dead_runs,
+    count_reasons,
+    quarantine_rows,
+    record_run,
+    record_start,
+)
 from ewallet_etl.config import Settings
 from ewallet_etl.core import events, version_scheme
 from ewallet_etl.core.changes import (
@@ -44,6 +51,7 @@ from ewallet_etl.core.changes import (
 )
 from ewallet_etl.core.errors import first_line, outcome
 from ewallet_etl.core.events import BadEvent, BadRow, ChangeEvent, Item, Op, Reject, Skipped
+from ewallet_etl.pipelines import star_apply
 from ewallet_etl.pipelines.faults import fault_point
 from ewallet_etl.pipelines.progress import Progress
 from ewallet_etl.state import lineage as cdc_lineage
@@ -71,6 +79,8 @@ class CdcReport:
     skipped: int = 0  # Debezium events of another database or table (counted in events_read)
     parsed: int = 0  # records that were change events at all (valid or not, ours or skipped)
     batches: int = 0
+    star_rows: int = 0  # fact_sales / dim_* rows written (core/star.py)
+    star_unversioned: int = 0  # changes with no change time: the replica only took them
     status: str = "running"
     error: str = ""
     seconds: float = 0.0
@@ -83,6 +93,7 @@ class CdcReport:
             f"cdc run {self.run_id} {self.status}: read={self.events_read} "
             f"applied={self.rows_applied} collapsed={self.collapsed} "
             f"rejected={self.rejected} (conflicts={self.conflicts}) skipped={self.skipped} "
+            f"star={self.star_rows} "
             f"batches={self.batches} in {self.seconds:.2f}s ({rate:.0f} events/s)"
         )
 
@@ -141,6 +152,7 @@ def apply_batch(wh: Warehouse, changes: Sequence[Change], rejects: Sequence[Reje
     if reduced.rows:
         rows = to_arrow(reduced.rows)
         wh.insert(TABLE, rows)
+        star_apply.apply_transactions(wh, reduced.rows, report)
     if refused:
         quarantined = quarantine_rows(rejects_table(refused), SOURCE, report.run_id,
                                       report.started_at)
@@ -185,7 +197,9 @@ def run_replay(settings: Settings, stream: TextIO, input_name: str,
     clock = time.monotonic()
     database = source_db or settings.mysql_database
     wh = open_warehouse(settings)
+    record_start(wh, report.run_id, SOURCE, "replay", report.started_at)
     try:
+        close_dead_runs(wh, SOURCE, report.run_id, exclusive=False)
         gate = scheme_gate(wh, f"replay {printable(input_name)[:200]}")
         apply_items(wh, events.read_events(stream, database=database), report, batch_size, gate)
         if optimize:  # housekeeping only: reads are right without it (FINAL in the view)

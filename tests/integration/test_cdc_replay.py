@@ -341,3 +341,31 @@ def test_unreachable_clickhouse_fails_in_one_clear_line():
     assert "failed: ClickHouse at clickhouse://etl@127.0.0.1:1/analytics_dw" in errors[0]
     assert "s3cret-pw" not in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_runs_that_died_on_this_host_are_closed_as_killed_others_stay_open(settings, wh):
+    import socket
+
+    import pyarrow as pa
+
+    from ewallet_etl.audit import UTC_SECONDS
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    started = datetime(2026, 1, 5, 8, 0, tzinfo=timezone.utc)
+    wh.insert("etl_run_starts", pa.table({
+        "run_id": ["deadhere", "elsewhere", "alivehere"],
+        "pipeline": ["cdc_events"] * 3,
+        "mode": ["replay"] * 3,
+        "started_at": pa.array([started] * 3, UTC_SECONDS),
+        "host": [socket.gethostname(), "another-host", socket.gethostname()],
+        "pid": pa.array([int(dead.stdout), 1, os.getppid()], pa.uint32()),
+    }))
+    report = replay(settings, sample_lines())
+    killed = wh.query("SELECT run_id, status, toString(started_at) FROM analytics_dw.etl_runs "
+                      "WHERE status = 'killed'")
+    assert killed == [("deadhere", "killed", "2026-01-05 08:00:00")]
+    still_open = wh.query("SELECT run_id FROM analytics_dw.etl_run_starts WHERE run_id NOT IN "
+                          "(SELECT run_id FROM analytics_dw.etl_runs) ORDER BY run_id")
+    assert still_open == [("alivehere",), ("elsewhere",)]
+    assert report.status == "completed_with_rejects"  # the sample's bad lines, as always

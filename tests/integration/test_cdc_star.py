@@ -1,0 +1,220 @@
+"""Change streams feed the star schema (issue 15): the binlog CDC and the event replay write
+fact_sales, dim_users and dim_merchants with the batch's rules and versions.
+
+The oracle is the batch itself: a full batch load of the same source into a second warehouse
+must give the same rows in the v_* views (and the same answers to the two query files) as the
+stream, and `reconcile` must find the stream's fact_sales equal to the source per day, to the
+cent. Real MariaDB (binlog ROW/FULL) and both ClickHouse engines.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Iterator
+
+import pytest
+
+from ewallet_etl.config import Settings
+from ewallet_etl.pipelines.batch import run_batch
+from ewallet_etl.pipelines.binlog import run_binlog
+from ewallet_etl.pipelines.reconcile import compare
+from ewallet_etl.pipelines.replay import run_replay
+from tests.helpers import ROOT, mysql_exec, opened
+from tests.integration.test_binlog_cdc import Writer
+from tests.integration.test_source_sequences import INSERT_TX, NO_FK, write_as
+
+pytestmark = pytest.mark.integration
+
+FACT_ROWS = ("SELECT transaction_id, user_key, merchant_key, toString(amount), amount_category, "
+             "status, toString(transaction_time), toString(transaction_date), "
+             "toString(updated_at) FROM analytics_dw.v_fact_sales ORDER BY transaction_id")
+USER_ROWS = ("SELECT user_key, user_id, name, email, city, toString(updated_at) "
+             "FROM analytics_dw.v_dim_users ORDER BY user_id")
+MERCHANT_ROWS = ("SELECT merchant_key, merchant_id, name, category, city, toString(updated_at) "
+                 "FROM analytics_dw.v_dim_merchants ORDER BY merchant_id")
+QUERY_FILES = ("Querying_Total_Transaction_User.sql", "Querying_Total_Transaction_Merchant.sql")
+
+
+@pytest.fixture
+def settings(stream_settings: Settings) -> Settings:
+    return stream_settings
+
+
+@pytest.fixture
+def batch_twin(settings: Settings) -> Iterator[Settings]:
+    """The same source, loaded by the batch into a warehouse of its own (the oracle)."""
+    twin = replace(settings, warehouse=replace(settings.warehouse,
+                                               database=settings.warehouse.database + "_batch"),
+                   pipeline_name=settings.pipeline_name + "_twin")
+    yield twin
+    with opened(twin.warehouse) as wh:
+        wh.execute("DROP DATABASE IF EXISTS analytics_dw")
+
+
+def star_state(settings: Settings) -> dict[str, list[tuple]]:
+    with opened(settings.warehouse) as wh:
+        state = {"facts": [tuple(r) for r in wh.query(FACT_ROWS)],
+                 "users": [tuple(r) for r in wh.query(USER_ROWS)],
+                 "merchants": [tuple(r) for r in wh.query(MERCHANT_ROWS)]}
+        for name in QUERY_FILES:
+            text = (ROOT / name).read_text()
+            statement = "\n".join(line for line in text.splitlines()
+                                  if not line.lstrip().startswith("--")).strip().rstrip(";")
+            state[name] = [tuple(r) for r in wh.query(statement)]
+    return state
+
+
+def assert_star_equals_a_batch_load(settings: Settings, twin: Settings) -> None:
+    run_batch(twin, full_refresh=True)
+    streamed, batched = star_state(settings), star_state(twin)
+    for part in batched:
+        assert streamed[part] == batched[part], part
+    assert batched["facts"], "the comparison must not be vacuous"
+    reconciliation = compare(settings)
+    assert reconciliation.ok, reconciliation
+
+
+def test_the_binlog_keeps_the_star_schema_equal_to_a_batch_load(settings, batch_twin):
+    run_binlog(settings)  # the snapshot: the seed's 3 users, 3 merchants, 4 transactions
+    assert_star_equals_a_batch_load(settings, batch_twin)
+    writer = Writer(settings.mysql_database, seed=7, transactions=200)
+    writer.run()  # inserts, updates, deletes, key changes, user and merchant changes
+    assert writer.error is None
+    report = run_binlog(settings)
+    assert report.events > 0 and report.apply.star_rows > 0
+    assert_star_equals_a_batch_load(settings, batch_twin)
+
+
+def test_a_commit_is_in_the_business_queries_after_one_micro_batch(settings):
+    run_binlog(settings)
+    before = star_state(settings)
+    mysql_exec(settings.mysql_database,
+               "INSERT INTO transactions (transaction_id, user_id, merchant_id, amount, status, "
+               "transaction_time) VALUES ('TXNEW1', 2, 1, 12345.67, 'SUCCESS', "
+               "'2025-01-11 09:30:00')")
+    run_binlog(settings)
+    after = star_state(settings)
+    new = [row for row in after["facts"] if row[0] == "TXNEW1"]
+    assert [(Decimal(r[3]), r[4], r[5], r[6]) for r in new] == [
+        (Decimal("12345.67"), "Low", "SUCCESS", "2025-01-11 09:30:00")]
+    user_query = dict(((r[0], str(r[1])), r[2]) for r in before[QUERY_FILES[0]])
+    budi = ("Budi Santoso", "2025-01-11")
+    changed = dict(((r[0], str(r[1])), r[2]) for r in after[QUERY_FILES[0]])
+    assert Decimal(str(changed[budi])) == Decimal(str(user_query[budi])) + Decimal("12345.67")
+
+
+def test_deletes_refusals_and_late_users_in_the_stream_follow_the_batch_rules(
+        settings, batch_twin):
+    run_binlog(settings)
+    db = settings.mysql_database
+    mysql_exec(db, "DELETE FROM transactions WHERE transaction_id = 'TX1001'")
+    mysql_exec(db, "UPDATE transactions SET amount = -5.00 WHERE transaction_id = 'TX1003'")
+    write_as(db, [NO_FK], INSERT_TX,
+             ("TXLATE", 77, 1, "70000.00", "SUCCESS", "2025-01-12 08:00:00"))
+    report = run_binlog(settings)
+    facts = {row[0]: row for row in star_state(settings)["facts"]}
+    assert "TX1001" not in facts  # deleted: tombstoned
+    assert "TX1003" not in facts  # refused (negative amount): its old version retracted
+    # a user not in the source yet: the fact loads against an inferred member
+    assert Decimal(facts["TXLATE"][3]) == Decimal("70000.00")
+    assert report.apply.reject_reasons.get("amount is negative") == 1
+    with opened(settings.warehouse) as wh:
+        assert wh.query("SELECT name FROM analytics_dw.v_dim_users WHERE user_id = 77") == [("",)]
+    mysql_exec(db, "INSERT INTO users (user_id, name, email) VALUES (77, 'Late User', 'l@x.id')")
+    run_binlog(settings)
+    with opened(settings.warehouse) as wh:
+        assert wh.query("SELECT name FROM analytics_dw.v_dim_users WHERE user_id = 77") == [
+            ("Late User",)]
+    assert_star_equals_a_batch_load(settings, batch_twin)
+
+
+def assert_equal_but_hard_deletes(settings: Settings) -> None:
+    """What an incremental batch promises: nothing missing, changed or stale; only rows the
+    source deleted may still be there (a batch sees deletes on --full-refresh)."""
+    reconciliation = compare(settings)
+    present = {r[0] for r in mysql_exec(settings.mysql_database,
+                                        "SELECT transaction_id FROM transactions")}
+    for diff in reconciliation.diffs:
+        assert not (diff.missing or diff.changed or diff.stale), diff
+        assert not set(diff.extra) & present, diff
+
+
+def write(settings: Settings, seed: int, previous: Writer | None) -> Writer:
+    writer = Writer(settings.mysql_database, seed=seed, transactions=80)
+    if previous is not None:  # go on with the same rows, new ids
+        writer.ids, writer.counter = previous.ids, previous.counter + 100_000
+    writer.run()
+    assert writer.error is None
+    return writer
+
+
+def total(settings: Settings) -> tuple[tuple[int, Decimal], tuple[int, Decimal]]:
+    ((n, amount),) = mysql_exec(settings.mysql_database,
+                                "SELECT count(*), sum(amount) FROM transactions")
+    with opened(settings.warehouse) as wh:
+        ((wn, wamount),) = wh.query("SELECT count(), sum(amount) FROM analytics_dw.v_fact_sales")
+    return (int(n), Decimal(str(amount))), (int(wn), Decimal(str(wamount)))
+
+
+def test_switching_between_batch_and_binlog_loses_and_doubles_nothing(settings):
+    run_batch(settings)
+    writer = write(settings, 11, None)
+    run_batch(settings)  # batch loads for a while
+    assert_equal_but_hard_deletes(settings)
+    writer = write(settings, 12, writer)
+    run_binlog(settings)  # switch to the binlog: its first run copies, sweeps, then follows
+    assert compare(settings).ok
+    writer = write(settings, 13, writer)
+    run_binlog(settings)
+    assert compare(settings).ok
+    writer = write(settings, 14, writer)
+    run_batch(settings)  # back to the batch
+    assert_equal_but_hard_deletes(settings)
+    writer = write(settings, 15, writer)
+    run_binlog(settings)  # and to the binlog again: it resumes from its position
+    reconciliation = compare(settings)
+    assert reconciliation.ok, reconciliation
+    source, warehouse = total(settings)
+    assert warehouse == source
+
+
+def flat(op: str, key: str, version: int, **row) -> str:
+    """A flat event; its `_version` is an ISO time with microseconds (`version` µs)."""
+    at = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=version)
+    return json.dumps({"op": op, "transaction_id": key, "_version": at.isoformat().replace(
+        "+00:00", "Z"), **row})
+
+
+def test_a_replay_of_flat_events_feeds_the_star_schema(settings):
+    lines = [
+        flat("insert", "R1", 1_736_500_000_000_000, user_id=1, merchant_id=2, amount="150000.00",
+             status="SUCCESS", transaction_time="2025-01-10T10:00:00Z"),
+        flat("insert", "R2", 1_736_500_000_000_000, user_id=2, merchant_id=1, amount="20.50",
+             status="PENDING", transaction_time="2025-01-10T11:00:00Z"),
+        flat("update", "R2", 1_736_500_000_000_500, user_id=2, merchant_id=1, amount="20.50",
+             status="SUCCESS", transaction_time="2025-01-10T11:00:00Z"),
+        flat("insert", "R3", 1_736_500_000_000_000, user_id=3, merchant_id=3, amount="99.00",
+             status="SUCCESS", transaction_time="2025-01-11T09:00:00Z"),
+        flat("delete", "R3", 1_736_500_000_000_900),
+        flat("insert", "R4", 1_736_500_000_000_000, user_id=3, merchant_id=3, amount="1.00",
+             status="SUCCESS", transaction_time="1999-12-31T23:00:00Z"),  # before 2000: refused
+    ]
+    report = run_replay(settings, io.StringIO("\n".join(lines)), "test", 100)
+    facts = replayed_facts(settings)
+    assert facts == [("R1", Decimal("150000.00"), "High", "SUCCESS", 1_736_500_000_000_000),
+                     ("R2", Decimal("20.50"), "Low", "SUCCESS", 1_736_500_000_000_500)]
+    assert report.reject_reasons == {"transaction_time before 2000-01-01": 1}
+    run_replay(settings, io.StringIO("\n".join(lines)), "test", 1)  # again, one per batch
+    assert replayed_facts(settings) == facts
+
+
+def replayed_facts(settings: Settings) -> list[tuple]:
+    with opened(settings.warehouse) as wh:
+        rows = wh.query("SELECT transaction_id, toString(amount), amount_category, status, "
+                        "_version FROM analytics_dw.fact_sales FINAL WHERE _deleted = 0 "
+                        "ORDER BY transaction_id")
+    return [(t, Decimal(a), c, s, int(v)) for t, a, c, s, v in rows]
