@@ -92,7 +92,7 @@ def _id(row: Any, name: str) -> int:
 def _amount(value: Any) -> Decimal:
     if value is None:
         raise BadEvent("missing amount")
-    if isinstance(value, str) and _is_decimal_text(value):
+    if isinstance(value, str) and value_rules.is_decimal_text(value):
         value = Decimal(value)
     elif type(value) is int:
         value = Decimal(value)
@@ -102,13 +102,6 @@ def _amount(value: Any) -> Decimal:
     if problem:
         raise BadEvent(problem)
     return value
-
-
-def _is_decimal_text(text: str) -> bool:
-    """A plain decimal text: optional minus, digits, optional fraction (no exponent, no spaces)."""
-    whole, _, fraction = text.removeprefix("-").partition(".")
-    return whole.isdigit() and whole.isascii() and (
-        fraction == "" and "." not in text or fraction.isdigit() and fraction.isascii())
 
 
 def _status(value: Any) -> str:

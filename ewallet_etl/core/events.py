@@ -43,6 +43,7 @@ from enum import Enum
 from itertools import chain
 from typing import Any, Iterator, Mapping, TextIO, Union
 
+from ewallet_etl.core import debezium
 from ewallet_etl.core.instants import EPOCH
 from ewallet_etl.core.version_scheme import (
     Scheme,
@@ -160,15 +161,16 @@ def parse_record(text: str, database: str | None = None) -> Item | None:
 def parse_object(obj: Any, raw: str, database: str | None = None) -> Item | None:
     """A decoded record -> ChangeEvent (flat or Debezium), Reject, Skipped (a Debezium event
     of another database or table), or None (tombstone)."""
+    schema = None
     if isinstance(obj, dict) and "payload" in obj and set(obj) <= {"schema", "payload"}:
-        obj = obj["payload"]
+        obj, schema = obj["payload"], obj.get("schema")
     if obj is None:
         return None
     try:
         if not isinstance(obj, dict):
             raise BadEvent("not a JSON object")
         if "after" in obj or "before" in obj:
-            return from_debezium(obj, raw, database)
+            return from_debezium(obj, raw, database, schema)
         return from_flat(obj, raw)
     except BadEvent as exc:
         return _reject(obj, raw, str(exc))
@@ -192,9 +194,10 @@ def from_flat(obj: Mapping[str, Any], raw: str = "") -> ChangeEvent:
     return ChangeEvent(FLAT_OPS[op], table, key, row, version, raw, Scheme.MICROS)
 
 
-def from_debezium(env: Mapping[str, Any], raw: str = "",
-                  database: str | None = None) -> ChangeEvent | Skipped:
-    """A Debezium change event (the envelope's value: before, after, op, source, ts_ms).
+def from_debezium(env: Mapping[str, Any], raw: str = "", database: str | None = None,
+                  schema: Any = None) -> ChangeEvent | Skipped:
+    """A Debezium change event (the envelope's value: before, after, op, source, ts_ms), its
+    row image decoded by the envelope's `schema` when the converter sent one (`debezium.py`).
     Where it comes from is decided first: another table's row is not ours to validate."""
     source = env.get("source") or {}
     if not isinstance(source, dict):
@@ -208,13 +211,15 @@ def from_debezium(env: Mapping[str, Any], raw: str = "",
     op = env.get("op")
     if not isinstance(op, str) or op not in DEBEZIUM_OPS:
         raise BadEvent("unknown Debezium op")
-    image = env.get("before") if DEBEZIUM_OPS[op] is Op.DELETE else env.get("after")
+    side = "before" if DEBEZIUM_OPS[op] is Op.DELETE else "after"
+    image = env.get(side)
     if not isinstance(image, dict):
         raise BadEvent("Debezium event without its row image")
     key = event_key(image.get("transaction_id"))
-    row = dict(image)
-    if _is_int(row.get("transaction_time")):
-        row["transaction_time"] = _from_epoch_millis(row["transaction_time"])
+    try:
+        row = debezium.decode_row(image, debezium.field_schemas(schema, side))
+    except debezium.DecodeError as exc:
+        raise BadEvent(str(exc)) from None
     return ChangeEvent(DEBEZIUM_OPS[op], table, key, row, debezium_version(source), raw,
                        debezium_scheme(source))
 
@@ -305,14 +310,6 @@ def _reject(obj: Any, raw: str, reason: str) -> Reject:
 
 def _is_int(value: Any) -> bool:
     return type(value) is int
-
-
-def _from_epoch_millis(millis: int) -> datetime | int:
-    """Debezium's DATETIME encoding (io.debezium.time.Timestamp, ms); out of range stays int."""
-    try:
-        return EPOCH + timedelta(milliseconds=millis)
-    except OverflowError:
-        return millis
 
 
 # --- framing ---------------------------------------------------------------------------------

@@ -34,3 +34,10 @@ def amount_problem(amount: Decimal) -> str | None:
 
 def status_problem(status: object) -> str | None:
     return None if isinstance(status, str) and status in KNOWN_STATUSES else UNKNOWN_STATUS
+
+
+def is_decimal_text(text: str) -> bool:
+    """A plain decimal text: optional minus, digits, optional fraction (no exponent, no spaces)."""
+    whole, _, fraction = text.removeprefix("-").partition(".")
+    return whole.isdigit() and whole.isascii() and (
+        fraction == "" and "." not in text or fraction.isdigit() and fraction.isascii())

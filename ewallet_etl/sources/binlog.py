@@ -90,6 +90,32 @@ class UnreplicableStatement(StreamError):
                 f"it): to go on, run cdc-stream.py --source binlog --resnapshot")
 
 
+# The columns the replicas and the star schema read from each table; a rows event without one
+# of them follows a DDL that dropped or renamed it (ColumnsMissing).
+NEEDED_COLUMNS = {
+    "transactions": ("transaction_id", "user_id", "merchant_id", "amount", "status",
+                     "transaction_time", "updated_at"),
+    "users": ("user_id", "name", "email", "city", "created_at", "updated_at"),
+    "merchants": ("merchant_id", "name", "category", "city", "created_at", "updated_at"),
+}
+
+
+class ColumnsMissing(UnreplicableStatement):
+    """Rows of a replicated table arrive without a column the warehouse needs (dropped or
+    renamed by DDL): the stream stops before them, as before a statement it cannot follow."""
+
+    def __init__(self, table: str, missing: list[str], position: Position) -> None:
+        super().__init__("a rows event", table, position)
+        self.missing = missing
+
+    def __str__(self) -> str:
+        return (f"rows of {self.table} at {self.position} have no column "
+                f"{', '.join(self.missing)} (dropped or renamed in the source?): the CDC "
+                f"replica and the star schema need it, so the stream stopped before these rows; "
+                f"position saved at {self.saved}. Restore the column in the source, then run "
+                f"cdc-stream.py --source binlog --resnapshot")
+
+
 def control_connection(settings: Settings, **extra: Any) -> pymysql.connections.Connection:
     """A connection for the binlog run's control statements (the batch's own kind)."""
     return connect(settings, **extra)
@@ -215,6 +241,10 @@ def row_changes(event: Any, end: Position) -> list[ChangeEvent]:
     if any(c.name is None or c.name.startswith("UNKNOWN_COL") for c in event.columns):
         raise StreamError("a rows event has no column names: set binlog_row_metadata=FULL "
                           "(the events written before that cannot be replicated: --resnapshot)")
+    present = {c.name for c in event.columns}
+    missing = [name for name in NEEDED_COLUMNS[table] if name not in present]
+    if missing:
+        raise ColumnsMissing(table, missing, end)
     stamps = [c.name for c in event.columns if getattr(c, "type", None) in TIMESTAMP_TYPES]
     changes: list[ChangeEvent] = []
     for index, row in enumerate(event.rows):

@@ -20,9 +20,11 @@ import pytest
 
 from ewallet_etl.config import Settings
 from ewallet_etl.pipelines.batch import run_batch
-from ewallet_etl.pipelines.binlog import run_binlog
+from ewallet_etl.pipelines.binlog import binlog_main, run_binlog
 from ewallet_etl.pipelines.reconcile import compare
 from ewallet_etl.pipelines.replay import run_replay
+from ewallet_etl.sources.binlog import ColumnsMissing
+from tests.debezium_shapes import history
 from tests.helpers import ROOT, mysql_exec, opened
 from tests.integration.test_binlog_cdc import Writer
 from tests.integration.test_source_sequences import INSERT_TX, NO_FK, write_as
@@ -218,3 +220,54 @@ def replayed_facts(settings: Settings) -> list[tuple]:
                         "_version FROM analytics_dw.fact_sales FINAL WHERE _deleted = 0 "
                         "ORDER BY transaction_id")
     return [(t, Decimal(a), c, s, int(v)) for t, a, c, s, v in rows]
+
+
+@pytest.mark.parametrize("mode, micro, schemas", [
+    ("precise", False, True), ("precise", True, False), ("string", False, True),
+    ("double", True, True)])
+def test_real_shaped_debezium_events_land_in_the_replica_and_the_star(settings, mode, micro,
+                                                                       schemas):
+    messages, final = history(mode=mode, micro=micro, schemas=schemas,
+                              db=settings.mysql_database)
+    report = run_replay(settings, io.StringIO("\n".join(messages)), "debezium", 100)
+    assert (report.events_read, report.rejected, report.skipped) == (6, 0, 0)
+    wanted = [(key, row.amount, row.status) for key, row in sorted(final.items())]
+    with opened(settings.warehouse) as wh:
+        replica = wh.query("SELECT transaction_id, toString(amount), status "
+                           "FROM analytics_dw.v_cdc_transactions ORDER BY transaction_id")
+        facts = wh.query("SELECT transaction_id, toString(amount), status, _version "
+                         "FROM analytics_dw.fact_sales FINAL WHERE _deleted = 0 "
+                         "ORDER BY transaction_id")
+    assert [(k, Decimal(a), s) for k, a, s in replica] == wanted
+    assert [(k, Decimal(a), s) for k, a, s, _ in facts] == wanted
+    # the star's versions are the rows' updated_at, as a batch load of the source would make
+    assert [int(v) for *_, v in facts] == [
+        int(final[k].updated_at.timestamp()) * 1_000_000 + final[k].updated_at.microsecond
+        for k, *_ in facts]
+
+
+def test_schema_changes_in_the_stream_keep_the_star_right_or_quarantine_with_a_reason(
+        settings, batch_twin):
+    db = settings.mysql_database
+    run_binlog(settings)
+    mysql_exec(db, "ALTER TABLE transactions ADD COLUMN channel VARCHAR(20) NULL")
+    mysql_exec(db, "ALTER TABLE transactions MODIFY amount DECIMAL(14, 2) NOT NULL")
+    mysql_exec(db, "INSERT INTO transactions (transaction_id, user_id, merchant_id, amount, "
+                   "status, transaction_time, channel) VALUES ('TXWIDE', 1, 2, 987654321.50, "
+                   "'SUCCESS', '2025-01-12 12:00:00', 'app')")
+    report = run_binlog(settings)
+    assert report.apply.rejected == 0
+    assert_star_equals_a_batch_load(settings, batch_twin)  # added and widened: still right
+
+    mysql_exec(db, "ALTER TABLE transactions CHANGE status state VARCHAR(10) NOT NULL")
+    mysql_exec(db, "UPDATE transactions SET amount = amount + 1 WHERE transaction_id = 'TX1008'")
+    with pytest.raises(ColumnsMissing) as stopped:  # never applied half-right, never dropped
+        run_binlog(settings)
+    assert "no column status" in str(stopped.value) and "--resnapshot" in str(stopped.value)
+    assert binlog_main(settings) == 2  # the command's exit code: fix something, then rerun
+    with opened(settings.warehouse) as wh:  # the change waits: the old amount is still there
+        assert wh.query("SELECT toString(amount) FROM analytics_dw.v_fact_sales "
+                        "WHERE transaction_id = 'TX1008'") != []
+    mysql_exec(db, "ALTER TABLE transactions CHANGE state status VARCHAR(16) NOT NULL")
+    run_binlog(settings, resnapshot=True)
+    assert_star_equals_a_batch_load(settings, batch_twin)

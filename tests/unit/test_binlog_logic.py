@@ -204,15 +204,19 @@ def test_a_saved_position_must_still_be_on_the_server(saved, message):
 
 # --- rows events -> change events -------------------------------------------------------------
 
-def _event(cls_name: str, table: str, rows: list[dict]):
+def _event(cls_name: str, table: str, rows: list[dict], dropped: tuple[str, ...] = ()):
+    """A rows event of `table`: its columns are the table's (less `dropped`) and the rows'."""
     from types import SimpleNamespace
 
     from pymysqlreplication import row_event
 
+    from ewallet_etl.sources.binlog import NEEDED_COLUMNS
+
     event = object.__new__(getattr(row_event, cls_name))
     event.table = table
-    event.columns = [SimpleNamespace(name=n) for n in rows[0].get("values", rows[0].get(
-        "after_values", {}))]
+    names = dict.fromkeys([*rows[0].get("values", rows[0].get("after_values", {})),
+                           *NEEDED_COLUMNS[table]])
+    event.columns = [SimpleNamespace(name=n) for n in names if n not in dropped]
     event._RowsEvent__rows = rows
     return event
 
@@ -252,6 +256,18 @@ def test_rows_without_column_names_or_with_a_minimal_image_are_refused():
          "after_values": {"user_id": 1, "name": "x"}, "after_none_sources": {}}])
     with pytest.raises(StreamError, match="binlog_row_image=FULL"):
         row_changes(minimal, end)
+
+
+def test_rows_without_a_column_the_warehouse_needs_stop_the_stream():
+    from ewallet_etl.sources.binlog import ColumnsMissing, UnreplicableStatement, row_changes
+
+    end = Position.of("binlog.000002", 900)
+    renamed = _event("WriteRowsEvent", "transactions",
+                     [{"values": {"transaction_id": "A", "state": "SUCCESS"}}], ("status",))
+    with pytest.raises(ColumnsMissing) as stopped:
+        row_changes(renamed, end)
+    assert isinstance(stopped.value, UnreplicableStatement)  # the stream stops before it
+    assert stopped.value.missing == ["status"] and "no column status" in str(stopped.value)
 
 
 # --- the compiled readers of binlog_decode ----------------------------------------------------
@@ -470,7 +486,9 @@ def test_a_zero_timestamp_becomes_none_and_is_rejected():
                     "created_at": datetime(2025, 1, 1)}}])
     event.columns = [SimpleNamespace(name="user_id", type=FIELD_TYPE.LONG),
                      SimpleNamespace(name="updated_at", type=FIELD_TYPE.TIMESTAMP2),
-                     SimpleNamespace(name="created_at", type=FIELD_TYPE.TIMESTAMP2)]
+                     SimpleNamespace(name="created_at", type=FIELD_TYPE.TIMESTAMP2),
+                     *(SimpleNamespace(name=n, type=FIELD_TYPE.VARCHAR)
+                       for n in ("name", "email", "city"))]
     (change,) = row_changes(event, Position.of("binlog.000001", 4))
     assert change.row["updated_at"] is None
     assert change.row["created_at"] == datetime(2025, 1, 1)

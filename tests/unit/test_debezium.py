@@ -1,0 +1,83 @@
+"""Debezium events as Kafka Connect's JSON converter really writes them (tests/debezium_shapes.py):
+every default type decodes exactly, in each decimal mode, with schemas on and off."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+
+from ewallet_etl.core.changes import to_change
+from ewallet_etl.core.debezium import DecodeError, decimal_from_bytes
+from ewallet_etl.core.events import ChangeEvent, Op, Reject, parse_record
+from tests.debezium_shapes import DECIMAL_MODES, history, precise
+
+
+@pytest.mark.parametrize("amount", ["0.01", "0.00", "49999.99", "50000.00", "1234567.89",
+                                    "99999999.99", "-5.00", "-0.01", "1.28", "-1.28", "327.67"])
+def test_precise_decimals_round_trip_exactly(amount):
+    assert decimal_from_bytes(precise(Decimal(amount)), 2, "amount") == Decimal(amount)
+
+
+def test_bytes_are_twos_complement_big_endian():
+    assert precise(Decimal("50000.00")) == "TEtA"  # 5000000 = 0x4C4B40
+    assert decimal_from_bytes("/w==", 2, "amount") == Decimal("-0.01")  # 0xFF
+    assert decimal_from_bytes("AP8=", 2, "amount") == Decimal("2.55")  # 0x00FF
+    with pytest.raises(DecodeError, match="not a decimal number or a base64"):
+        decimal_from_bytes("not base64!", 2, "amount")
+
+
+@pytest.mark.parametrize("schemas", [True, False])
+@pytest.mark.parametrize("micro", [False, True])
+@pytest.mark.parametrize("mode", DECIMAL_MODES)
+def test_every_default_shape_gives_the_source_values(mode, micro, schemas):
+    messages, final = history(mode=mode, micro=micro, schemas=schemas)
+    items = [parse_record(m, "ewallet_source") for m in messages]
+    assert items[-1] is None  # the Kafka tombstone after the delete
+    events = [i for i in items if i is not None]
+    assert all(isinstance(e, ChangeEvent) for e in events), events
+    assert [e.op for e in events] == [Op.INSERT, Op.INSERT, Op.INSERT, Op.UPDATE, Op.UPDATE,
+                                      Op.DELETE]
+    last = {e.key: to_change(e) for e in events}
+    for key, row in final.items():
+        change = last[key]
+        assert (change.amount, change.status, change.user_id) == (
+            row.amount, row.status, row.user_id)
+        assert change.transaction_time == int(row.transaction_time.timestamp())
+    assert last["DBZ3"].deleted == 1
+    updated = events[4].row["updated_at"]
+    assert datetime.fromisoformat(updated) == datetime(2025, 3, 1, 9, 0, 2, 120000,
+                                                       tzinfo=timezone.utc)
+
+
+def test_a_double_with_more_digits_than_a_double_keeps_is_refused():
+    messages, _ = history(mode="double")
+    envelope = json.loads(messages[2])
+    envelope["payload"]["after"]["amount"] = 12345678901234.56  # 16 significant digits
+    text = json.dumps(envelope)
+    item = parse_record(text, "ewallet_source")
+    assert isinstance(item, Reject) and "more than 15 significant digits" in item.reason
+    envelope["payload"]["after"]["amount"] = 1234567890123.45  # 15: exact through a double
+    event = parse_record(json.dumps(envelope), "ewallet_source")
+    assert isinstance(event, ChangeEvent)
+    assert event.row["amount"] == Decimal("1234567890123.45")
+
+
+def test_without_a_schema_a_base64_amount_is_read_at_the_source_scale():
+    messages, _ = history(mode="precise", schemas=False)
+    event = parse_record(messages[0], "ewallet_source")
+    assert isinstance(event, ChangeEvent) and event.row["amount"] == Decimal("50000.00")
+    assert event.row["transaction_time"] == datetime(2025, 1, 10, 8, 15, tzinfo=timezone.utc)
+
+
+def test_a_schema_that_says_decimal_without_a_scale_is_refused():
+    messages, _ = history(mode="precise")
+    envelope = json.loads(messages[2])
+    for part in envelope["schema"]["fields"][:2]:
+        for field in part["fields"]:
+            if field["field"] == "amount":
+                field["parameters"] = {}
+    item = parse_record(json.dumps(envelope), "ewallet_source")
+    assert isinstance(item, Reject) and "without a scale" in item.reason
