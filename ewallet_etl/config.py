@@ -43,6 +43,7 @@ ENV_DEFAULTS: dict[str, str] = {
     "CDC_SERVER_ID": "0",
     "CDC_BATCH_EVENTS": "10000",
     "CDC_BATCH_MS": "1000",
+    "CDC_STAR_SCHEMA": "true",  # change streams also feed fact_sales / dim_* (docs/cdc-star.md)
 }
 
 
@@ -181,6 +182,13 @@ def _int(env: Mapping[str, str], name: str) -> int:
     return value
 
 
+def _bool(value: str, name: str) -> bool:
+    text = value.strip().lower()
+    if text not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"{name} must be true or false, got {value[:40]!r}")
+    return text in ("true", "1", "yes")
+
+
 def _log_level(value: str) -> str:
     level = value.upper()
     if level not in LOG_LEVELS:
@@ -253,6 +261,7 @@ class Settings:
     cdc_server_id: int = 0
     cdc_batch_events: int = 10000
     cdc_batch_ms: int = 1000
+    cdc_star_schema: bool = True  # replay and binlog also write the star schema
     kill_at: str = ""  # tests only: the fault point where the run SIGKILLs itself (faults.py)
 
     @classmethod
@@ -278,6 +287,7 @@ class Settings:
             cdc_server_id=_int(env, "CDC_SERVER_ID"),
             cdc_batch_events=_int(env, "CDC_BATCH_EVENTS"),
             cdc_batch_ms=_int(env, "CDC_BATCH_MS"),
+            cdc_star_schema=_bool(get("CDC_STAR_SCHEMA"), "CDC_STAR_SCHEMA"),
             kill_at=env.get("ETL_KILL_AT", ""),  # undocumented on purpose: the kill tests' hook
         )
 

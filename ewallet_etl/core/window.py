@@ -15,8 +15,9 @@ Rule (for change column `updated_at`, stamped by the source database):
   moves backwards (the save keeps the greater value; resetting it is a deliberate UPDATE).
 * The checkpoint lives in the source (the write-up's `checkpoint` table: resetting it to 1970
   still forces a full load), and the warehouse keeps its own mark of what landed in it
-  (`etl_watermarks`). A run starts from the lower of the two (`start_point`): the source's
-  checkpoint alone cannot tell a fresh, second or restored warehouse from the one it describes.
+  (the batch's save in `etl_state`). A run starts from the lower of the two (`start_point`):
+  the source's checkpoint alone cannot tell a fresh, second or restored warehouse from the one
+  it describes.
   The mark is saved after the window landed and before the checkpoint.
 * Change times are TIMESTAMP columns read in a UTC session (`source_mysql.CHANGE_COLUMNS`), so
   the window, the checkpoint and the versions are UTC instants whatever zone a writer used.

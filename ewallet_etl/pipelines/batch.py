@@ -59,7 +59,8 @@ from ewallet_etl.pipelines.progress import Progress
 from ewallet_etl.retry import with_retries
 from ewallet_etl.sources import mysql as source_mysql
 from ewallet_etl.sources.mysql_ids import with_found_flags
-from ewallet_etl.state.checkpoint import landed_row, read_checkpoint, read_landed, save_checkpoint
+from ewallet_etl.state import store
+from ewallet_etl.state.checkpoint import read_checkpoint, read_landed, save_checkpoint, save_landed
 from ewallet_etl.warehouse import Warehouse, WarehouseError, connect, open_warehouse
 
 log = logging.getLogger(__name__)
@@ -147,9 +148,7 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
         high = report.window.high
         # The warehouse's own mark first: a crash between the two saves leaves the lower of
         # them (the checkpoint) to start from, and the window is read again.
-        wh.insert("etl_watermarks", landed_row(
-            settings.pipeline_name, settings.mysql_database, high, report.run_id,
-            datetime.now(timezone.utc)))
+        save_landed(wh, settings.pipeline_name, settings.mysql_database, high, report.run_id)
         with_retries(lambda: _save_checkpoint(settings, source, high),
                      f"save the checkpoint in MySQL at {source_mysql.where(settings)}",
                      settings.max_retries)
@@ -171,6 +170,8 @@ def _audited(settings: Settings, report: RunReport) -> Iterator[
                      settings.max_retries)
         # The lock is ours: a run of this pipeline that never closed is dead.
         close_dead_runs(wh, settings.pipeline_name, report.run_id, exclusive=True)
+        if report.mode != "backfill":  # a backfill moves no state: it hands nothing over
+            store.note_handoff(wh, settings.pipeline_name, "batch", report.run_id)
         yield wh, source
         report.status = "completed_with_rejects" if report.rows_rejected else "success"
     except BaseException as exc:

@@ -64,7 +64,8 @@ from ewallet_etl.sources.binlog import (
     snapshot_rows,
 )
 from ewallet_etl.sources.binlog_decode import fast_decoding
-from ewallet_etl.sources.mysql import UNREACHABLE_CODES, SourceUnavailable
+from ewallet_etl.sources.mysql import UNREACHABLE_CODES, SourceUnavailable, where
+from ewallet_etl.state import store
 from ewallet_etl.state.positions import read_position, save_position
 from ewallet_etl.warehouse import Warehouse, open_warehouse
 
@@ -174,7 +175,8 @@ def take_snapshot(settings: Settings, wh: Warehouse, report: StreamReport) -> Po
         gone = binlog_apply.tombstone_older(wh, table, snap_version, report.apply)
         if gone:
             log.info("re-snapshot: %d %s rows no longer in the source, deleted", gone, table)
-    sweep_star(settings, wh)  # facts a batch loaded that the source deleted since
+    if settings.cdc_star_schema:
+        sweep_star(settings, wh)  # facts a batch loaded that the source deleted since
     return position
 
 
@@ -258,7 +260,7 @@ class Streamer:
         gone = binlog_apply.tombstone_older(self.wh, table, version(at),
                                             self.report.apply)
         log.info("TRUNCATE %s at %s: %d replica rows deleted", table, at, gone)
-        if table == "transactions":
+        if table == "transactions" and self.settings.cdc_star_schema:
             log.info("TRUNCATE %s: %d facts deleted", table, sweep_star(self.settings, self.wh))
 
     def flush(self) -> None:
@@ -271,8 +273,9 @@ class Streamer:
             self.report.batches += 1
             fault_point("binlog_before_save")
         if self.boundary is not None and self.boundary != self.saved:
-            self.state_version = save_position(self.wh, self.settings.cdc_stream_name,
-                                               self.boundary, self.server_id, self.state_version)
+            self.state_version = save_position(
+                self.wh, self.settings.cdc_stream_name, self.boundary, self.server_id,
+                self.state_version, where(self.settings), self.report.apply.run_id)
             self.saved = self.report.saved = self.boundary
         if count:
             lag = max(time.time() - self.last_ts, 0.0) if self.last_ts else 0.0
@@ -290,6 +293,7 @@ def run_binlog(settings: Settings, follow: bool = False, resnapshot: bool = Fals
     `report` (optional) is filled in as the run goes, for watchers in other threads."""
     stop = stop or threading.Event()
     report, clock = report or StreamReport(), time.monotonic()
+    report.apply.feed_star = settings.cdc_star_schema
     server_id, report_host = server_identity(settings)
     conn = control_connection(settings)
     try:
@@ -307,12 +311,13 @@ def run_binlog(settings: Settings, follow: bool = False, resnapshot: bool = Fals
         refused = cdc.claim_for_binlog(wh, report_host)  # one version scheme per replica
         if refused:
             raise PreflightError([refused])
+        store.note_handoff(wh, pipeline, "binlog", report.apply.run_id)
         saved = read_position(wh, settings.cdc_stream_name)
         state_version = saved.version if saved else 0
-        if saved is None or resnapshot:
+        if saved is None or saved.position is None or resnapshot:
             start = take_snapshot(settings, wh, report)
             state_version = save_position(wh, settings.cdc_stream_name, start, server_id,
-                                          state_version)
+                                          state_version, where(settings), report.apply.run_id)
         else:
             check_resumable(saved.position, logs, end)
             start = saved.position

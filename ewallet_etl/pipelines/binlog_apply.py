@@ -148,7 +148,8 @@ def _apply_dimension(wh: Warehouse, table: str, events: Sequence[ChangeEvent],
     if reduced.rows:
         rows = dim_arrow(table, reduced.rows)
         wh.insert(replica, rows)
-        star_apply.apply_dimension(wh, table, reduced.rows, report)
+        if report.feed_star:
+            star_apply.apply_dimension(wh, table, reduced.rows, report)
     if rejects:
         quarantined = quarantine_rows(rejects_table(rejects), f"binlog_{table}",
                                       report.run_id, report.started_at)

@@ -55,6 +55,7 @@ from ewallet_etl.pipelines import star_apply
 from ewallet_etl.pipelines.faults import fault_point
 from ewallet_etl.pipelines.progress import Progress
 from ewallet_etl.state import lineage as cdc_lineage
+from ewallet_etl.state import store
 from ewallet_etl.warehouse import Warehouse, open_warehouse
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class CdcReport:
     skipped: int = 0  # Debezium events of another database or table (counted in events_read)
     parsed: int = 0  # records that were change events at all (valid or not, ours or skipped)
     batches: int = 0
+    feed_star: bool = True  # also write the star schema (CDC_STAR_SCHEMA)
     star_rows: int = 0  # fact_sales / dim_* rows written (core/star.py)
     star_unversioned: int = 0  # changes with no change time: the replica only took them
     status: str = "running"
@@ -152,7 +154,8 @@ def apply_batch(wh: Warehouse, changes: Sequence[Change], rejects: Sequence[Reje
     if reduced.rows:
         rows = to_arrow(reduced.rows)
         wh.insert(TABLE, rows)
-        star_apply.apply_transactions(wh, reduced.rows, report)
+        if report.feed_star:
+            star_apply.apply_transactions(wh, reduced.rows, report)
     if refused:
         quarantined = quarantine_rows(rejects_table(refused), SOURCE, report.run_id,
                                       report.started_at)
@@ -193,15 +196,20 @@ def run_replay(settings: Settings, stream: TextIO, input_name: str,
     Debezium events naming another database than `source_db` (default: the configured
     MYSQL_DATABASE) or another table are skipped."""
     report = CdcReport(run_id=uuid.uuid4().hex[:12], started_at=datetime.now(timezone.utc),
-                       input_name=input_name)
+                       input_name=input_name, feed_star=settings.cdc_star_schema)
     clock = time.monotonic()
     database = source_db or settings.mysql_database
     wh = open_warehouse(settings)
     record_start(wh, report.run_id, SOURCE, "replay", report.started_at)
     try:
         close_dead_runs(wh, SOURCE, report.run_id, exclusive=False)
+        store.note_handoff(wh, SOURCE, "replay", report.run_id)
         gate = scheme_gate(wh, f"replay {printable(input_name)[:200]}")
         apply_items(wh, events.read_events(stream, database=database), report, batch_size, gate)
+        store.save(wh, SOURCE, "replay", {"input": printable(input_name)[:200],
+                                          "events": report.events_read,
+                                          "rows": report.rows_applied},
+                   printable(input_name)[:200], report.run_id)
         if optimize:  # housekeeping only: reads are right without it (FINAL in the view)
             wh.execute(f"OPTIMIZE TABLE analytics_dw.{TABLE} FINAL")
         report.status = "completed_with_rejects" if report.rejected else "success"

@@ -14,8 +14,10 @@ from datetime import datetime
 from typing import Any
 
 from ewallet_etl.config import Settings
+from ewallet_etl.core.instants import from_micros
 from ewallet_etl.core.window import start_point
 from ewallet_etl.sources import mysql as source_mysql
+from ewallet_etl.state import store
 from ewallet_etl.state.checkpoint import read_checkpoint, read_landed
 from ewallet_etl.warehouse import Warehouse, open_warehouse
 
@@ -39,7 +41,8 @@ LIMIT {limit:UInt32}
 QUARANTINE_SQL = """
 SELECT source, count() FROM analytics_dw.etl_quarantine FINAL GROUP BY source ORDER BY source
 """
-POSITIONS_SQL = """
+# Binlog positions saved before etl_state existed (state/positions.py reads them too).
+POSITIONS_BEFORE_SQL = """
 SELECT stream, argMax(log_file, _version), argMax(log_pos, _version),
        toString(argMax(saved_at, _version))
 FROM analytics_dw.cdc_state GROUP BY stream ORDER BY stream
@@ -55,6 +58,8 @@ class Status:
     binlog_end: str | None
     streams: list[dict[str, Any]] = field(default_factory=list)
     last_runs: list[dict[str, Any]] = field(default_factory=list)
+    states: list[dict[str, Any]] = field(default_factory=list)
+    handoffs: list[dict[str, Any]] = field(default_factory=list)
     open_runs: list[dict[str, Any]] = field(default_factory=list)
     quarantined: dict[str, int] = field(default_factory=dict)
 
@@ -73,6 +78,11 @@ class Status:
                          f"{s['saved_at']}); source at {self.binlog_end or 'no binlog'}")
         if not self.streams:
             lines.append("binlog     no stream has run into this warehouse")
+        for st in self.states:
+            lines.append(f"state      {st['pipeline']} ({st['kind']}): {st['at']}, saved "
+                         f"{st['saved_at']}")
+        for h in self.handoffs:
+            lines.append(f"hand-off   {h['at']}: {h['from']} -> {h['to']}")
         for r in self.last_runs:
             lines.append(f"run        {r['started_at']} {r['pipeline']} {r['mode']} {r['status']}"
                          f": read={r['rows_read']} loaded={r['rows_loaded']} "
@@ -98,8 +108,16 @@ def status(settings: Settings) -> Status:
             source=source_mysql.where(settings), warehouse=settings.warehouse.describe(),
             source_now=now.isoformat(),
             batch=_batch(settings, wh, now, checkpoint), binlog_end=binlog_end,
-            streams=[{"stream": s, "position": f"{f}:{p}", "saved_at": at}
-                     for s, f, p, at in wh.query(POSITIONS_SQL)],
+            streams=_streams(wh),
+            states=[{"pipeline": saved.pipeline, "kind": saved.kind, "source": saved.source,
+                     "cursor": saved.cursor, "at": store.describe(saved.kind, saved.cursor),
+                     "saved_at": _iso(saved.saved_at_us)}
+                    for saved in sorted(store.latest(wh).values(), key=lambda x: x.pipeline)],
+            handoffs=[{"at": _iso(h["at_us"]),
+                       "from": f"{h['from']['pipeline']} ({h['from']['kind']}, "
+                               f"{store.describe(h['from']['kind'], h['from']['cursor'])})",
+                       "to": f"{h['to']['pipeline']} ({h['to']['kind']})"}
+                      for h in store.handoffs(wh, LAST_RUNS)],
             last_runs=[dict(zip(("pipeline", "mode", "status", "started_at", "rows_read",
                                  "rows_loaded", "rows_rejected", "error"), row, strict=True))
                        for row in wh.query(RUNS_SQL, {"limit": LAST_RUNS})],
@@ -111,6 +129,23 @@ def status(settings: Settings) -> Status:
     finally:
         conn.close()
         wh.close()
+
+
+def _streams(wh: Warehouse) -> list[dict[str, Any]]:
+    """Every binlog stream's position: its etl_state save, else its cdc_state row (older)."""
+    streams = {saved.pipeline.removeprefix("binlog:"): {
+        "stream": saved.pipeline.removeprefix("binlog:"),
+        "position": (f"{saved.cursor['file']}:{saved.cursor['pos']}" if saved.cursor
+                     else "none (reset: the next run takes a snapshot)"),
+        "saved_at": _iso(saved.saved_at_us)}
+        for saved in store.latest(wh).values() if saved.kind == "binlog"}
+    for name, file, pos, at in wh.query(POSITIONS_BEFORE_SQL):
+        streams.setdefault(name, {"stream": name, "position": f"{file}:{pos}", "saved_at": at})
+    return [streams[name] for name in sorted(streams)]
+
+
+def _iso(micros_since_epoch: int) -> str:
+    return from_micros(int(micros_since_epoch)).isoformat()
 
 
 def _batch(settings: Settings, wh: Warehouse, now: datetime,

@@ -2,22 +2,27 @@
 
 The rule that combines them is `core.window.start_point`: a run starts from the lower of the
 two. The checkpoint is the write-up's `checkpoint` table in the source (resetting it to 1970
-forces a full load); the mark, `analytics_dw.etl_watermarks`, says what landed in this
-warehouse, so a fresh, second or restored warehouse gets what it lacks.
+forces a full load); the mark, the batch's save in `analytics_dw.etl_state` (state/store.py),
+says what landed in this warehouse, so a fresh, second or restored warehouse gets what it lacks.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import pyarrow as pa
 import pymysql
 
 from ewallet_etl.core.instants import EPOCH, from_micros, micros
 from ewallet_etl.sources.mysql import fetch_one
+from ewallet_etl.state import store
 from ewallet_etl.warehouse import Warehouse
 
+# The batch's saves in etl_state (state/store.py), and those of the table before it.
 LANDED_SQL = """
+SELECT max(visitParamExtractUInt(cursor, 'watermark_us')), count() FROM analytics_dw.etl_state
+WHERE pipeline = {pipeline:String} AND kind = 'batch' AND source = {source:String}
+"""
+LANDED_BEFORE_SQL = """
 SELECT max(watermark_us), count() FROM analytics_dw.etl_watermarks
 WHERE pipeline = {pipeline:String} AND source = {source:String}
 """
@@ -27,24 +32,21 @@ FACTS_PRESENT_SQL = "SELECT count() FROM analytics_dw.fact_sales"
 def read_landed(wh: Warehouse, pipeline: str, source: str) -> datetime | None:
     """The watermark of the last window of `pipeline` from `source` that landed in this
     warehouse; None if none did, or if its fact table is empty (emptied or replaced since)."""
-    ((newest, marks),) = wh.query(LANDED_SQL, {"pipeline": pipeline, "source": source})
-    if not marks:
+    params = {"pipeline": pipeline, "source": source}
+    found = [int(newest) for sql in (LANDED_SQL, LANDED_BEFORE_SQL)
+             for newest, marks in wh.query(sql, params) if marks]
+    if not found:
         return None
     ((facts,),) = wh.query(FACTS_PRESENT_SQL)
     if not facts:
         return None
-    return from_micros(int(newest))
+    return from_micros(max(found))
 
 
-def landed_row(pipeline: str, source: str, value: datetime, run_id: str,
-               saved_at: datetime) -> pa.Table:
-    """The etl_watermarks row saying that `pipeline`'s data up to `value` landed."""
-    return pa.table({
-        "pipeline": [pipeline], "source": [source],
-        "watermark_us": pa.array([micros(value)], pa.uint64()),
-        "saved_at": pa.array([saved_at.astimezone(timezone.utc)], pa.timestamp("s", tz="UTC")),
-        "run_id": [run_id],
-    })
+def save_landed(wh: Warehouse, pipeline: str, source: str, value: datetime,
+                run_id: str) -> None:
+    """Say that `pipeline`'s data from `source` up to `value` landed in this warehouse."""
+    store.save(wh, pipeline, "batch", {"watermark_us": micros(value)}, source, run_id)
 
 
 def read_checkpoint(conn: pymysql.connections.Connection, pipeline: str) -> datetime | None:

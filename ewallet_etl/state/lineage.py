@@ -24,6 +24,7 @@ from ewallet_etl.core.version_scheme import (
     unclaimed_rows_problem,
     unknown_claim_problem,
 )
+from ewallet_etl.state.positions import forget_positions
 from ewallet_etl.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,12 @@ GROUP BY table_name
 # Does the replica hold any row at all (tombstones count)? One row read, whatever its size.
 HAS_ROWS_SQL = "SELECT count() FROM (SELECT 1 FROM analytics_dw.{table} LIMIT 1)"
 # The history of a replica written before claims existed: binlog positions saved (only the
-# binlog CDC writes cdc_state), replay runs audited (only the replay audits as 'cdc_events').
-BINLOG_HISTORY_SQL = "SELECT count() FROM (SELECT 1 FROM analytics_dw.cdc_state LIMIT 1)"
+# binlog CDC writes them: cdc_state, then etl_state), replay runs audited (only the replay
+# audits as 'cdc_events').
+BINLOG_HISTORY_SQL = (
+    "SELECT count() FROM (SELECT 1 FROM analytics_dw.cdc_state LIMIT 1)",
+    "SELECT count() FROM (SELECT 1 FROM analytics_dw.etl_state WHERE kind = 'binlog' LIMIT 1)",
+)
 REPLAY_HISTORY_SQL = ("SELECT count() FROM (SELECT 1 FROM analytics_dw.etl_runs "
                       "WHERE pipeline = 'cdc_events' AND mode = 'replay' LIMIT 1)")
 CLAIMABLE = ("cdc_transactions",)  # tables a claim may name (HAS_ROWS_SQL's identifier)
@@ -81,7 +86,7 @@ def _claim_from_history(wh: Warehouse, table: str) -> Claim:
     """A replica written before claims existed. Fed by the binlog alone (positions saved, no
     replay ever audited), it is claimed for binlog positions and goes on; otherwise (a replay,
     whose Debezium events may carry either scheme, or both) only a reset makes it sure."""
-    binlog = wh.query(BINLOG_HISTORY_SQL)[0][0]
+    binlog = any(wh.query(sql)[0][0] for sql in BINLOG_HISTORY_SQL)
     replay = wh.query(REPLAY_HISTORY_SQL)[0][0]
     if binlog and not replay:
         write_claim(wh, table, Scheme.BINLOG, "inferred: fed by the binlog CDC alone")
@@ -121,3 +126,4 @@ def reset_replicas(wh: Warehouse) -> None:
     source starts afresh (a replay from its file, the binlog from a new snapshot)."""
     for table in RESET_TABLES:
         wh.execute(f"TRUNCATE TABLE IF EXISTS analytics_dw.{table}")
+    forget_positions(wh, "reset")  # etl_state is history: a reset is a save of no position

@@ -124,7 +124,22 @@ CREATE TABLE IF NOT EXISTS analytics_dw.etl_run_starts (
 ) ENGINE = MergeTree()
 ORDER BY (pipeline, started_at, run_id);
 
--- Where each batch pipeline's data stands in THIS warehouse: the watermark of the last window
+-- Where every pipeline stands (ewallet_etl/state/store.py): one row per save, a kind (batch,
+-- binlog, replay; handoff for a switch between them) and a JSON cursor, appended right after
+-- the data it covers landed. A pipeline's state is its save with the highest _version.
+CREATE TABLE IF NOT EXISTS analytics_dw.etl_state (
+    pipeline    String,
+    kind        String,
+    source      String,
+    cursor      String,
+    run_id      String,
+    saved_at_us UInt64,
+    _version    UInt64
+) ENGINE = MergeTree()
+ORDER BY (pipeline, _version);
+
+-- Before etl_state (still read, no longer written). Where each batch pipeline's data stands in
+-- THIS warehouse: the watermark of the last window
 -- that landed here (microseconds since the epoch, UTC), saved after the window's rows and before
 -- the source's checkpoint. A run starts from the lower of the two, so a fresh warehouse, a second
 -- one or one restored from an older backup gets what it lacks (the source's checkpoint alone

@@ -34,7 +34,7 @@ def test_a_backfill_reloads_exactly_the_chosen_days_and_leaves_the_checkpoint(se
     mysql_exec(db, "DELETE FROM transactions WHERE transaction_id IN ('TX1001', 'TX1008')")
     assert run_batch(settings).rows_read == 0  # the incremental run cannot see any of it
     checkpoint = checkpoint_of(settings)
-    marks = wh.query("SELECT count() FROM analytics_dw.etl_watermarks")
+    marks = wh.query("SELECT count() FROM analytics_dw.etl_state WHERE kind = 'batch'")
 
     report = run_backfill(settings, date(2025, 1, 10), date(2025, 1, 13))
 
@@ -48,7 +48,7 @@ def test_a_backfill_reloads_exactly_the_chosen_days_and_leaves_the_checkpoint(se
     mismatches = compare(settings).mismatches
     assert [(str(d.day), d.missing) for d in mismatches] == [("2025-01-13", ["TXOLD13"])]
     assert checkpoint_of(settings) == checkpoint
-    assert wh.query("SELECT count() FROM analytics_dw.etl_watermarks") == marks
+    assert wh.query("SELECT count() FROM analytics_dw.etl_state WHERE kind = 'batch'") == marks
     assert wh.query("SELECT mode, status, window_from FROM analytics_dw.etl_runs "
                     "WHERE run_id = {id:String}", {"id": report.run_id}) == [
         ("backfill", "success", "2025-01-10T00:00:00+00:00")]

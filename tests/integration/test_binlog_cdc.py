@@ -124,7 +124,9 @@ def assert_replica_equals_source(settings: Settings) -> None:
 def assert_saved_positions_are_boundaries(settings: Settings) -> None:
     """Every position ever saved starts a transaction (MariaDB opens each with a GTID event)
     or is where the binlog ended: never one in the middle of a transaction."""
-    saved = query(settings, "SELECT DISTINCT log_file, log_pos FROM analytics_dw.cdc_state")
+    saved = query(settings, "SELECT DISTINCT visitParamExtractString(cursor, 'file'), "
+                  "visitParamExtractUInt(cursor, 'pos') FROM analytics_dw.etl_state "
+                  "WHERE kind = 'binlog' AND cursor != '{}'")
     assert saved
     for file, pos in saved:
         events = mysql_exec(settings.mysql_database, "SHOW BINLOG EVENTS IN %s FROM %s LIMIT 1",

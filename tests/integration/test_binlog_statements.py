@@ -125,7 +125,8 @@ def test_truncate_is_replicated_and_later_rows_show(settings, caplog):
     assert run_binlog(settings).events == 0  # a second run: nothing new, same state
     assert_replica_equals_source(settings)
     with opened(settings.warehouse) as wh:  # replay from before the TRUNCATE: idempotent
-        state = query(settings, "SELECT max(_version) FROM analytics_dw.cdc_state")[0][0]
+        state = query(settings, "SELECT max(_version) FROM analytics_dw.etl_state "
+                                "WHERE kind = 'binlog'")[0][0]
         save_position(wh, settings.cdc_stream_name, before, 1, int(state))
     run_binlog(settings)
     assert_replica_equals_source(settings)

@@ -97,7 +97,8 @@ def test_binlog_after_a_replay_is_refused_until_the_reset(settings, wh, caplog):
     [error] = errors(caplog)
     assert "cdc_transactions" in error and "--reset-replica" in error, error
     assert wh.query(RAW_SQL) == before  # nothing applied
-    assert wh.query("SELECT count() FROM analytics_dw.cdc_state") == [(0,)]  # nothing saved
+    # nothing saved
+    assert wh.query("SELECT count() FROM analytics_dw.etl_state WHERE kind = 'binlog'") == [(0,)]
     assert replica(wh)["TX1001"][3] == "SUCCESS"
 
     assert cdc(settings, "--reset-replica") == 0
@@ -226,7 +227,7 @@ def test_rows_without_a_claim_are_refused_by_both_sources_until_the_reset(settin
     assert binlog_main(settings) == 2
     assert len(errors(caplog)) == 2 and all("--reset-replica" in e for e in errors(caplog))
     assert wh.query(RAW_SQL) == before and wh.query(QUARANTINED_SQL) == []
-    assert wh.query("SELECT count() FROM analytics_dw.cdc_state") == [(0,)]
+    assert wh.query("SELECT count() FROM analytics_dw.etl_state WHERE kind = 'binlog'") == [(0,)]
     assert cdc(settings, "--reset-replica") == 0
     assert binlog_main(settings) == 0
     assert replica(wh) == source(settings.mysql_database)

@@ -24,6 +24,7 @@ from ewallet_etl.pipelines.binlog import binlog_main, run_binlog
 from ewallet_etl.pipelines.reconcile import compare
 from ewallet_etl.pipelines.replay import run_replay
 from ewallet_etl.sources.binlog import ColumnsMissing
+from ewallet_etl.state import store
 from tests.debezium_shapes import history
 from tests.helpers import ROOT, mysql_exec, opened
 from tests.integration.test_binlog_cdc import Writer
@@ -182,6 +183,16 @@ def test_switching_between_batch_and_binlog_loses_and_doubles_nothing(settings):
     assert reconciliation.ok, reconciliation
     source, warehouse = total(settings)
     assert warehouse == source
+    with opened(settings.warehouse) as wh:  # the state says where each hand-off happened
+        handed = store.handoffs(wh, 10)
+        states = store.latest(wh)
+    batch, stream = settings.pipeline_name, f"binlog:{settings.cdc_stream_name}"
+    assert [(h["from"]["pipeline"], h["to"]["pipeline"]) for h in handed] == [
+        (batch, stream), (stream, batch), (batch, stream)]
+    assert set(handed[1]["from"]["cursor"]) == {"file", "pos", "server_id"}
+    assert set(handed[0]["from"]["cursor"]) == {"watermark_us"}
+    assert handed[0]["from"]["cursor"] == states[batch].cursor  # where the batch stopped
+    assert {p: s.kind for p, s in states.items()} == {batch: "batch", stream: "binlog"}
 
 
 def flat(op: str, key: str, version: int, **row) -> str:

@@ -35,6 +35,10 @@ def test_status_before_and_after_runs_says_where_the_batch_stands(settings, monk
         ("incremental", "completed_with_rejects"), ("full", "success")]
     assert after.quarantined == {"transactions": 1}
     assert after.binlog_end and ":" in after.binlog_end  # the local stack logs binlogs
+    assert [(st["pipeline"], st["kind"]) for st in after.states] == [
+        (settings.pipeline_name, "batch")]
+    assert after.states[0]["at"] == f"watermark {after.batch['landed']}"
+    assert f"state      {settings.pipeline_name} (batch): watermark" in after.to_text()
 
     for name, value in env_for(settings).items():
         monkeypatch.setenv(name, value)

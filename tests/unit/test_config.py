@@ -125,3 +125,9 @@ def test_an_error_is_shown_whole_on_one_line_without_the_server_stack():
     assert one_line(error) == "Code: 193. DB::Exception: Wrong password for user etl."
     assert one_line(RuntimeError("")) == "RuntimeError"
     assert one_line(RuntimeError("x" * 700)).endswith(" [...]")
+
+
+def test_the_star_schema_feed_is_on_unless_switched_off():
+    assert settings().cdc_star_schema is True
+    assert settings(CDC_STAR_SCHEMA="false").cdc_star_schema is False
+    assert "CDC_STAR_SCHEMA must be true or false" in refused(CDC_STAR_SCHEMA="maybe")

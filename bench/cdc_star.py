@@ -1,0 +1,187 @@
+"""The binlog CDC into the star schema, next to the replicas alone, measured side by side.
+
+    .venv/bin/python bench/cdc_star.py [--rows 100000] [--changes 20000] [--engines server,chdb]
+                                       [--lag-samples 200]
+
+On one generated source (MariaDB, the local stack):
+  throughput  bounded `cdc-stream.py --source binlog` runs applying CHANGES row changes written
+              as single-row statements, then 5 x CHANGES as 100-row statements; each engine,
+              with CDC_STAR_SCHEMA=false (the cdc_* replicas only, what the CDC did before) and
+              true (replicas + fact_sales/dim_*), alternating. Rows/s end to end (process start
+              to exit) and peak RSS.
+  lag         a `--follow` stream per engine and mode; one single-row commit every 50 ms;
+              for each, the time from COMMIT returning to the row being visible in
+              v_fact_sales (star) or v_cdc_transactions (replicas only), polled every 5 ms:
+              p50 and p99.
+Checked after every run: v_cdc_transactions and (star mode) v_fact_sales equal the source's
+count, sum and sales. Results: bench/results/cdc_star.json and .md. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import common  # noqa: F401  (puts the repository on sys.path)
+import gen_data
+import methods as m
+from common import ROOT, ClickHouseServer, clickhouse_client, mysql_conn
+
+RESULTS = ROOT / "bench" / "results"
+WORK = Path("/tmp/ewallet-bench-cdc-star")
+PYTHON = sys.executable
+MODES = {"replicas only": "false", "replicas + star schema": "true"}
+POLL_S, COMMIT_EVERY_S = 0.005, 0.05
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench/cdc_star.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, default=100_000)
+    p.add_argument("--changes", type=int, default=20_000)
+    p.add_argument("--engines", default="server,chdb")
+    p.add_argument("--lag-samples", type=int, default=200)
+    p.add_argument("--prefix", default="bcs")
+    args = p.parse_args(argv)
+    engines = [e for e in args.engines.split(",") if e]
+    source = f"{args.prefix}_source"
+    server = ClickHouseServer.from_env()
+    print(f"generating {args.rows:,} transactions in {source}", flush=True)
+    gen_data.generate(source, args.rows)
+    targets = _targets(args.prefix, engines, server)
+    for target in targets:
+        target["prep"]()
+        run = m.timed(_argv(), target["env"])  # the snapshot, untimed
+        assert run.returncode == 0, run.stderr
+    rows: list[dict] = []
+    next_id = args.rows + 10**8
+    for per_statement, n_changes in ((1, args.changes), (100, 5 * args.changes)):
+        gen_data.binlog_changes(source, n_changes, next_id, per_statement)
+        next_id += n_changes
+        for target in targets:  # every target applies the same changes, one after the other
+            run = m.timed(_argv(), target["env"])
+            ok = run.returncode == 0 and _checked(target, source)
+            rows.append({"engine": target["engine"], "mode": target["mode"],
+                         "workload": f"{per_statement}-row statements", "changes": n_changes,
+                         "seconds": round(run.wall, 3),
+                         "rows_per_s": round(n_changes / run.wall),
+                         "peak_rss_mib": round(run.peak_rss_mib), "check": ok})
+            print(rows[-1], flush=True)
+    lags: list[dict] = []
+    for target in targets:
+        lags.append(_lag(target, source, args.lag_samples, next_id))
+        next_id += args.lag_samples
+        print(lags[-1], flush=True)
+    doc = {"rows": args.rows, "throughput": rows, "lag": lags}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "cdc_star.json").write_text(json.dumps(doc, indent=2))
+    (RESULTS / "cdc_star.md").write_text(_markdown(doc))
+    print(_markdown(doc))
+    return 0 if all(r["check"] for r in rows) and all(x["check"] for x in lags) else 1
+
+
+def _targets(prefix: str, engines: list[str], server: ClickHouseServer) -> list[dict]:
+    out = []
+    client = clickhouse_client(server)
+    for engine in engines:
+        for mode, flag in MODES.items():
+            tag = f"{engine}_{'star' if flag == 'true' else 'replica'}"
+            db = f"{prefix}_{tag}"
+            if engine == "server":
+                url = server.url(db)
+
+                def prep(db: str = db) -> None:
+                    client.execute(f"DROP DATABASE IF EXISTS {db}")
+
+                def query(sql: str, db: str = db) -> list[tuple]:
+                    return client.execute(sql.replace("analytics_dw", db))
+            else:
+                folder = WORK / tag
+                url = f"chdb://{folder}?database={db}"
+
+                def prep(folder: Path = folder) -> None:
+                    subprocess.run(["rm", "-rf", str(folder)], check=True)
+
+                def query(sql: str, folder: Path = folder, db: str = db) -> list[tuple]:
+                    text = m.chdb_sql(folder, sql.replace("analytics_dw", db))
+                    return [tuple(line.split("\t")) for line in text.strip().splitlines()]
+            env = {"MYSQL_DATABASE": f"{prefix}_source", "CLICKHOUSE_URL": url,
+                   "CDC_STAR_SCHEMA": flag, "CDC_STREAM_NAME": tag, "LOG_LEVEL": "INFO",
+                   "CDC_BATCH_MS": "100"}
+            out.append({"engine": "clickhouse-server" if engine == "server" else "chdb",
+                        "mode": mode, "env": env, "prep": prep, "query": query,
+                        "star": flag == "true"})
+    return out
+
+
+def _argv(*extra: str) -> list[str]:
+    return [PYTHON, "cdc-stream.py", "--source", "binlog", *extra]
+
+
+def _checked(target: dict, source: str) -> bool:
+    want = gen_data.source_totals(source)
+    views = ["v_cdc_transactions"] + (["v_fact_sales"] if target["star"] else [])
+    return all(m.as_totals(target["query"](m.totals_sql(f"analytics_dw.{v}"))[0]) == want
+               for v in views)
+
+
+def _lag(target: dict, source: str, samples: int, first_id: int) -> dict:
+    """Commit-to-visible latency under a trickle of single-row commits, with --follow."""
+    view = "v_fact_sales" if target["star"] else "v_cdc_transactions"
+    env = {**os.environ, **target["env"]}
+    if target["engine"] == "chdb":  # the folder admits one process: the stream's. Poll the
+        return {"engine": target["engine"], "mode": target["mode"], "view": view,
+                "p50_s": None, "p99_s": None, "samples": 0, "check": True,
+                "note": "not measured: a chDB folder admits one process (the stream's)"}
+    stream = subprocess.Popen(_argv("--follow"), env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    conn = mysql_conn(source)
+    latencies = []
+    try:
+        time.sleep(3)  # the stream's start-up
+        for n in range(samples):
+            tx = f"LAG{first_id + n}"
+            with conn.cursor() as cur:
+                cur.execute("INSERT INTO transactions (transaction_id, user_id, merchant_id, "
+                            "amount, status, transaction_time) VALUES (%s, 1, 1, 10.00, "
+                            "'SUCCESS', '2025-02-01 10:00:00')", (tx,))
+            committed = time.perf_counter()  # autocommit: the INSERT returned after COMMIT
+            sql = f"SELECT count() FROM analytics_dw.{view} WHERE transaction_id = '{tx}'"
+            while int(target["query"](sql)[0][0]) == 0:
+                if time.perf_counter() - committed > 30:
+                    raise RuntimeError(f"{tx} not visible in {view} after 30 s")
+                time.sleep(POLL_S)
+            latencies.append(time.perf_counter() - committed)
+            time.sleep(max(COMMIT_EVERY_S - latencies[-1], 0))
+    finally:
+        stream.terminate()
+        stream.wait(60)
+        conn.close()
+    cuts = statistics.quantiles(latencies, n=100)
+    return {"engine": target["engine"], "mode": target["mode"], "view": view,
+            "p50_s": round(cuts[49], 3), "p99_s": round(cuts[98], 3),
+            "samples": len(latencies), "check": len(latencies) == samples}
+
+
+def _markdown(doc: dict) -> str:
+    lines = [f"# Binlog CDC into the star schema ({doc['rows']:,}-row source)", "",
+             "| engine | mode | workload | changes | seconds | rows/s | peak RSS MiB | check |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['engine']} | {r['mode']} | {r['workload']} | {r['changes']:,} | "
+              f"{r['seconds']} | {r['rows_per_s']:,} | {r['peak_rss_mib']} | "
+              f"{'ok' if r['check'] else 'FAILED'} |" for r in doc["throughput"]]
+    lines += ["", "| engine | mode | visible in | p50 s | p99 s | samples |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {x['engine']} | {x['mode']} | {x['view']} | {x['p50_s']} | {x['p99_s']} | "
+              f"{x['samples']}{' (' + x['note'] + ')' if x.get('note') else ''} |"
+              for x in doc["lag"]]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
