@@ -147,8 +147,15 @@ def etl_main(argv: Sequence[str] | None = None, prog: str = "etl_pipeline.py") -
                         help="backfill: the first day not reloaded")
     parser.add_argument("--dry-run", action="store_true",
                         help="say what the run would do (mode, window, rows) and write nothing")
+    parser.add_argument("--source", choices=("mysql", "mongodb"), default="mysql",
+                        help="the source to load: MySQL/MariaDB (default) or the MongoDB "
+                        "wallet documents (MONGODB_URL, MONGODB_DATABASE, MONGODB_COLLECTION; "
+                        "with --full-refresh or incremental)")
     add_output_flags(parser)
     args = parser.parse_args(argv)
+    if args.source == "mongodb" and (args.reconcile or args.since or args.dry_run):
+        parser.error("--source mongodb runs a full or incremental load (not yet --reconcile, "
+                     "--since/--until or --dry-run)")
     if (args.since is None) != (args.until is None):
         parser.error("a backfill needs both --since and --until")
     if args.since is not None and (args.reconcile or args.full_refresh or args.dry_run):
@@ -166,6 +173,12 @@ def etl_main(argv: Sequence[str] | None = None, prog: str = "etl_pipeline.py") -
             from ewallet_etl.pipelines.reconcile import TARGETS, reconcile
 
             return EXIT_OK if reconcile(settings, TARGETS[args.reconcile]) else EXIT_MISMATCH
+        if args.source == "mongodb":
+            from ewallet_etl.pipelines.mongo import run_mongo
+
+            mongo = run_mongo(settings, full_refresh=args.full_refresh)
+            log.info("%s", mongo.summary())
+            return EXIT_REJECTS if mongo.rejected else EXIT_OK
         from ewallet_etl.pipelines.batch import dry_run, run_backfill, run_batch
 
         if args.dry_run:

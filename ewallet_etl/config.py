@@ -44,6 +44,10 @@ ENV_DEFAULTS: dict[str, str] = {
     "CDC_BATCH_EVENTS": "10000",
     "CDC_BATCH_MS": "1000",
     "CDC_STAR_SCHEMA": "true",  # change streams also feed fact_sales / dim_* (docs/cdc-star.md)
+    # The MongoDB source (docs/mongodb.md): the local stack's SecantusDB by default.
+    "MONGODB_URL": "mongodb://127.0.0.1:37017/?replicaSet=secantus",
+    "MONGODB_DATABASE": "ewallet",
+    "MONGODB_COLLECTION": "transactions",
 }
 
 
@@ -182,6 +186,21 @@ def _int(env: Mapping[str, str], name: str) -> int:
     return value
 
 
+def _mongodb_url(url: str) -> str:
+    """A standard mongodb:// (or mongodb+srv://) URI; refused without quoting it (a secret)."""
+    if not url.startswith(("mongodb://", "mongodb+srv://")):
+        raise ConfigError("MONGODB_URL must start with mongodb:// or mongodb+srv://")
+    return url
+
+
+def _mongo_name(value: str, name: str) -> str:
+    """A database or collection name MongoDB accepts (and a log line can show)."""
+    if not value or len(value) > 120 or any(c in value for c in '/\\. "$\x00'):
+        raise ConfigError(f"{name} must be a plain name (no / \\ . space \" $), got "
+                          f"{value[:40]!r}")
+    return value
+
+
 def _bool(value: str, name: str) -> bool:
     text = value.strip().lower()
     if text not in ("true", "false", "1", "0", "yes", "no"):
@@ -262,6 +281,10 @@ class Settings:
     cdc_batch_events: int = 10000
     cdc_batch_ms: int = 1000
     cdc_star_schema: bool = True  # replay and binlog also write the star schema
+    mongodb_url: str = field(default="mongodb://127.0.0.1:37017/?replicaSet=secantus",
+                             repr=False)  # may hold a password
+    mongodb_database: str = "ewallet"
+    mongodb_collection: str = "transactions"
     kill_at: str = ""  # tests only: the fault point where the run SIGKILLs itself (faults.py)
 
     @classmethod
@@ -288,6 +311,9 @@ class Settings:
             cdc_batch_events=_int(env, "CDC_BATCH_EVENTS"),
             cdc_batch_ms=_int(env, "CDC_BATCH_MS"),
             cdc_star_schema=_bool(get("CDC_STAR_SCHEMA"), "CDC_STAR_SCHEMA"),
+            mongodb_url=_mongodb_url(get("MONGODB_URL")),
+            mongodb_database=_mongo_name(get("MONGODB_DATABASE"), "MONGODB_DATABASE"),
+            mongodb_collection=_mongo_name(get("MONGODB_COLLECTION"), "MONGODB_COLLECTION"),
             kill_at=env.get("ETL_KILL_AT", ""),  # undocumented on purpose: the kill tests' hook
         )
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The local stack: a throw-away MariaDB 10.11 and ClickHouse 18.16 server from Debian's packages,
-# on 127.0.0.1 and non-default ports, with data folders under $STACK_DIR.
+# and a MongoDB wire-protocol server (SecantusDB, from .venv: scripts/setup.sh installs it), on
+# 127.0.0.1 and non-default ports, with data folders under $STACK_DIR.
 #
-#   scripts/stack.sh up [mariadb|clickhouse|all]   install if missing, start, wait, apply the DDLs
-#   scripts/stack.sh down                          stop both and delete the data folders
+#   scripts/stack.sh up [mariadb|clickhouse|mongodb|all]   install if missing, start, wait,
+#                                                           apply the DDLs
+#   scripts/stack.sh down                          stop them and delete the data folders
 #   scripts/stack.sh status                        say what is running
 #   scripts/stack.sh reset-source                  drop and re-create the source database (seed)
 #   scripts/stack.sh mysql [ARGS]                  the mariadb client on the source database
@@ -21,10 +23,12 @@ CH_TCP_PORT=${CH_TCP_PORT:-19000}
 CH_HTTP_PORT=${CH_HTTP_PORT:-18123}
 CH_USER=${CH_USER:-etl}
 CH_PASSWORD=${CH_PASSWORD:-etl_password}
+MONGO_PORT=${MONGO_PORT:-37017}
 
 MY_DIR=$STACK_DIR/mariadb
 CH_DIR=$STACK_DIR/clickhouse
 MY_SOCK=$MY_DIR/mysqld.sock
+MG_DIR=$STACK_DIR/mongodb
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 
@@ -140,6 +144,32 @@ clickhouse_up() {
   log "applied DDL-Clickhouse.sql"
 }
 
+mongo_ping() {
+  "$ROOT/.venv/bin/python" -c "import sys, pymongo; pymongo.MongoClient(
+    'mongodb://127.0.0.1:$MONGO_PORT/?replicaSet=secantus', serverSelectionTimeoutMS=1000
+    ).admin.command('ping')" >/dev/null 2>&1
+}
+
+mongodb_up() {
+  if mongo_ping; then
+    log "MongoDB (SecantusDB) already running on 127.0.0.1:$MONGO_PORT"
+    return 0
+  fi
+  if [ ! -x "$ROOT/.venv/bin/secantusd-py" ]; then
+    log "SecantusDB is not installed: run scripts/setup.sh first"
+    return 1
+  fi
+  mkdir -p "$MG_DIR/data"
+  # A long change-stream history: the tests stop and resume streams (the default keeps 1 h).
+  nohup "$ROOT/.venv/bin/secantusd-py" --host 127.0.0.1 --port "$MONGO_PORT" \
+    --storage-path "$MG_DIR/data" --log-level WARNING \
+    --oplog-retention-seconds 604800 --oplog-max-entries 5000000 \
+    >"$MG_DIR/stdout.log" 2>&1 &
+  echo $! >"$MG_DIR/server.pid"
+  wait_for 60 "MongoDB (SecantusDB)" mongo_ping
+  log "MongoDB (SecantusDB, replica set secantus) started on 127.0.0.1:$MONGO_PORT (data in $MG_DIR)"
+}
+
 stop_server() {  # stop_server PIDFILE PATTERN NAME: by pid file, then by command line
   local pids=""
   [ -f "$1" ] && pids=$(cat "$1")
@@ -162,6 +192,7 @@ stop_server() {  # stop_server PIDFILE PATTERN NAME: by pid file, then by comman
 down() {
   stop_server "$MY_DIR/mysqld.pid" "mariadbd .*--datadir=$MY_DIR/data" MariaDB
   stop_server "$CH_DIR/server.pid" "clickhouse-server --config-file=$CH_DIR/config.xml" ClickHouse
+  stop_server "$MG_DIR/server.pid" "secantusd-py .*--storage-path $MG_DIR/data" MongoDB
   rm -rf "$STACK_DIR"
   log "removed $STACK_DIR"
 }
@@ -171,6 +202,8 @@ status() {
     log "MariaDB: up on 127.0.0.1:$MYSQL_PORT"; else log "MariaDB: down"; fi
   if ch_client -q 'SELECT 1' >/dev/null 2>&1; then
     log "ClickHouse: up on 127.0.0.1:$CH_TCP_PORT"; else log "ClickHouse: down"; fi
+  if mongo_ping; then
+    log "MongoDB: up on 127.0.0.1:$MONGO_PORT"; else log "MongoDB: down"; fi
 }
 
 case "${1:-}" in
@@ -179,8 +212,9 @@ case "${1:-}" in
     case "${2:-all}" in
       mariadb) mariadb_up ;;
       clickhouse) clickhouse_up ;;
-      all) mariadb_up; clickhouse_up ;;
-      *) echo "usage: $0 up [mariadb|clickhouse|all]" >&2; exit 2 ;;
+      mongodb) mongodb_up ;;
+      all) mariadb_up; clickhouse_up; mongodb_up ;;
+      *) echo "usage: $0 up [mariadb|clickhouse|mongodb|all]" >&2; exit 2 ;;
     esac ;;
   down) down ;;
   reset-source)
@@ -188,5 +222,5 @@ case "${1:-}" in
     mariadb_up ;;
   mysql) shift; my_root "$MYSQL_DATABASE" "$@" ;;
   status) status ;;
-  *) echo "usage: $0 up [mariadb|clickhouse|all] | down | status | reset-source | mysql" >&2; exit 2 ;;
+  *) echo "usage: $0 up [mariadb|clickhouse|mongodb|all] | down | status | reset-source | mysql" >&2; exit 2 ;;
 esac

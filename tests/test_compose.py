@@ -46,6 +46,7 @@ NOT_READ_BY_CODE = {
     "CH_TCP_PORT": "compose: host port of ClickHouse's native protocol (scripts/stack.sh: same)",
     "CH_HTTP_PORT": "compose: host port of ClickHouse's HTTP interface (scripts/stack.sh: same)",
     "ETL_INTERVAL_SECONDS": "docker/etl-loop.sh, etl_service's loop",
+    "MONGO_PORT": "compose: host port of the MongoDB service (scripts/stack.sh: same)",
 }
 # Read by the code but deliberately undocumented and never passed by compose.
 TEST_ONLY = {

@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS analytics_dw.fact_sales (
     transaction_date Date,
     updated_at       DateTime('UTC'),
     _version         UInt64,
-    _deleted         UInt8
+    _deleted         UInt8,
+    source           String DEFAULT 'mysql'  -- where the fact came from: mysql or mongodb
 ) ENGINE = ReplacingMergeTree(_version)
 ORDER BY transaction_id;
 

@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 WAREHOUSE_DDL = Path(__file__).with_name("DDL-Clickhouse.sql")
 
 CREATED_OBJECT = re.compile(r"CREATE (?:TABLE|VIEW) IF NOT EXISTS analytics_dw\.(\w+)")
+SOURCE_COLUMN_SQL = ("SELECT 1 FROM system.columns WHERE database = {database:String} "
+                     "AND table = 'fact_sales' AND name = 'source'")
 EXISTING_OBJECTS_SQL = ("SELECT name, sorting_key FROM system.tables "
                         "WHERE database = {database:String}")
 
@@ -28,6 +30,10 @@ def ensure_schema(wh: Warehouse, ddl_path: Path) -> None:
     present = {name: key for name, key in wh.query(EXISTING_OBJECTS_SQL, {"database": wh.database})}
     if not wanted <= present.keys():  # CREATE ... IF NOT EXISTS: the same result either way
         apply_sql_file(wh, ddl_path)
+    if "fact_sales" in present and not wh.query(SOURCE_COLUMN_SQL, {"database": wh.database}):
+        # fact_sales from before the MongoDB source: every fact it holds came from MySQL
+        log.info("fact_sales: adding the column source (its rows came from mysql)")
+        wh.execute("ALTER TABLE analytics_dw.fact_sales ADD COLUMN source String DEFAULT 'mysql'")
     if present.get("fact_sales", FACT_SORTING_KEY) != FACT_SORTING_KEY:
         migrate_fact_sales(wh, script)
 

@@ -1,0 +1,243 @@
+"""The MongoDB batch load: wallet documents into the same star schema as MySQL's rows.
+
+A run reads the documents changed in its window, `updated_at` in [low, high), streamed in
+cursor batches of ETL_CHUNK_ROWS; flattens each (`core.documents`: the rules, coded once);
+loads the good ones through the batch's own transform (`fact_sales` with source `mongodb`,
+their users and merchants into `dim_users` / `dim_merchants`, which MySQL's ids share);
+quarantines every refused document with its reason and raw JSON (source `mongodb`); then saves
+its state (`etl_state`, kind `mongodb`, cursor `{"watermark_us"}`) after the data.
+
+The window follows the MySQL watermark's thinking: `high` is the server's clock (not this
+host's) minus ETL_LAG_SECONDS, and every run re-reads ETL_OVERLAP_SECONDS before its last
+`high`, so a document whose `updated_at` was set just before `high` but committed after the
+read passed it (a writer's clock behind the server's, a slow commit) is read by the next run.
+Everything is idempotent: a re-read document lands at the same version.
+
+A transaction id in both sources is one transaction (one row in fact_sales): the newest
+`updated_at` wins, whichever source it came from, and the row says which (`source`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+from bson import json_util
+
+from ewallet_etl.audit import (
+    RunRecord,
+    close_dead_runs,
+    count_reasons,
+    quarantine_rows,
+    record_run,
+    record_start,
+)
+from ewallet_etl.config import Settings
+from ewallet_etl.core import star, transform, value_rules
+from ewallet_etl.core.documents import BadDocument, Flat, flatten
+from ewallet_etl.core.errors import first_line, outcome
+from ewallet_etl.core.instants import EPOCH, from_micros, micros
+from ewallet_etl.core.window import Window, next_window
+from ewallet_etl.pipelines.progress import Progress
+from ewallet_etl.retry import with_retries
+from ewallet_etl.sources import mongodb as source_mongo
+from ewallet_etl.state import store
+from ewallet_etl.warehouse import Warehouse, open_warehouse
+
+log = logging.getLogger(__name__)
+
+KIND = "mongodb"
+QUARANTINE_SOURCE = "mongodb"
+MAX_RAW_CHARS = 65_536
+STATE_SQL = """
+SELECT max(visitParamExtractUInt(cursor, 'watermark_us')), count() FROM analytics_dw.etl_state
+WHERE pipeline = {pipeline:String} AND kind = 'mongodb'
+"""
+
+
+@dataclass
+class MongoReport:
+    run_id: str
+    mode: str
+    started_at: datetime
+    window: Window | None = None
+    documents: int = 0
+    loaded: int = 0
+    rejected: int = 0
+    sales: int = 0
+    status: str = "running"
+    error: str = ""
+    seconds: float = 0.0
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        rate = self.documents / self.seconds if self.seconds > 0 else 0.0
+        return (f"mongodb run {self.run_id} {self.mode} {self.status}: read={self.documents} "
+                f"loaded={self.loaded} sales={self.sales} rejected={self.rejected} "
+                f"window {self.window} in {self.seconds:.2f}s ({rate:.0f} docs/s)")
+
+
+def pipeline_name(settings: Settings) -> str:
+    return f"mongodb:{settings.mongodb_database}.{settings.mongodb_collection}"
+
+
+def run_mongo(settings: Settings, full_refresh: bool = False) -> MongoReport:
+    report = MongoReport(uuid.uuid4().hex[:12], "full" if full_refresh else "incremental",
+                         datetime.now(timezone.utc))
+    clock, pipeline = time.monotonic(), pipeline_name(settings)
+    wh = open_warehouse(settings)
+    record_start(wh, report.run_id, pipeline, report.mode, report.started_at)
+    client = source_mongo.connect(settings)
+    try:
+        close_dead_runs(wh, pipeline, report.run_id, exclusive=False)
+        coll = with_retries(lambda: source_mongo.collection(client, settings),
+                            f"reach MongoDB at {source_mongo.where(settings)}",
+                            settings.max_retries)
+        now = source_mongo.server_now(client, settings)
+        saved = _saved_watermark(wh, pipeline)
+        if saved is None:
+            report.mode = "full"
+        report.window = next_window(saved, now, None, timedelta(seconds=settings.lag_seconds),
+                                    timedelta(seconds=settings.overlap_seconds), full_refresh)
+        log.info("mongodb window %s (server now %s)", report.window, now.isoformat())
+        with_retries(lambda: _load(settings, coll, wh, report),
+                     f"read MongoDB at {source_mongo.where(settings)}", settings.max_retries)
+        store.save(wh, pipeline, KIND, {"watermark_us": micros(report.window.high)},
+                   source_mongo.where(settings), report.run_id)
+        report.status = "completed_with_rejects" if report.rejected else "success"
+    except BaseException as exc:
+        report.status, report.error = outcome(exc), first_line(exc)
+        raise
+    finally:
+        client.close()
+        report.seconds = time.monotonic() - clock
+        _audit(wh, pipeline, report)
+        wh.close()
+    return report
+
+
+def _saved_watermark(wh: Warehouse, pipeline: str) -> datetime | None:
+    ((newest, saves),) = wh.query(STATE_SQL, {"pipeline": pipeline})
+    return from_micros(int(newest)) if saves else None
+
+
+def _load(settings: Settings, coll: Any, wh: Warehouse, report: MongoReport) -> None:
+    """The whole window, batch by batch; safe to run again from the start after a failure."""
+    window = report.window
+    assert window is not None
+    report.documents = report.loaded = report.rejected = report.sales = 0
+    report.reject_reasons = {}
+    progress = Progress("documents read")
+    full = window.low <= EPOCH
+    for docs in source_mongo.documents(coll, window.low, window.high, settings.chunk_rows,
+                                       settings, full):
+        load_documents(wh, docs, report)
+        progress.add(len(docs))
+
+
+def load_documents(wh: Warehouse, docs: Sequence[dict[str, Any]], report: MongoReport) -> None:
+    """One batch of documents into the star schema; refused ones into etl_quarantine."""
+    flats: list[Flat] = []
+    raw: dict[str, dict[str, Any]] = {}
+    refused: list[tuple[str, int, str, str]] = []  # key, version, reason, raw
+    for doc in docs:
+        try:
+            flat = flatten(doc)
+            problem = value_rules.amount_problem(flat.amount)  # before Arrow's Decimal(18, 2)
+            if problem:
+                raise BadDocument(problem)
+        except BadDocument as exc:
+            refused.append(_refusal(doc, str(exc)))
+            continue
+        flats.append(flat)
+        raw[flat.transaction_id] = doc
+    report.documents += len(docs)
+    if flats:
+        facts, rejects = transform.transform_transactions(_source_facts(flats))
+        bad = set(rejects.column("record_key").to_pylist())
+        _load_members(wh, [f for f in flats if f.transaction_id not in bad])
+        if rejects.num_rows:
+            wh.insert("fact_sales", transform.retractions(rejects))
+            refused += [(key, version, reason, _render(raw[key]))
+                        for key, version, reason in zip(
+                            rejects.column("record_key").to_pylist(),
+                            rejects.column("_version").to_pylist(),
+                            rejects.column("reason").to_pylist(), strict=True)]
+        wh.insert("fact_sales", facts.append_column(
+            "source", pa.array([QUARANTINE_SOURCE] * facts.num_rows, pa.string())))
+        report.loaded += facts.num_rows
+        report.sales += sum(1 for s in facts.column("status").to_pylist()
+                            if s == transform.SALE_STATUS)
+    if refused:
+        keys, versions, reasons, raws = zip(*refused, strict=True)
+        table = pa.table({"record_key": pa.array(keys, pa.string()),
+                          "_version": pa.array(versions, pa.uint64()),
+                          "reason": pa.array(reasons, pa.string()),
+                          "raw": pa.array(raws, pa.string())})
+        wh.insert("etl_quarantine", quarantine_rows(table, QUARANTINE_SOURCE, report.run_id,
+                                                    report.started_at))
+        count_reasons(report.reject_reasons, reasons)
+        report.rejected += len(refused)
+
+
+def _source_facts(flats: Sequence[Flat]) -> pa.Table:
+    """Flat documents as the batch's extraction shape (transaction_time with its seconds)."""
+    source = star.source_facts([(f.transaction_id, f.user_id, f.merchant_id, f.amount,
+                                 f.status or "", 0, f.version) for f in flats])
+    times = pa.array([f.transaction_time.astimezone(timezone.utc).replace(tzinfo=None)
+                      for f in flats], pa.timestamp("us"))
+    statuses = pa.array([f.status for f in flats], pa.string())  # None stays NULL: refused
+    return (source.set_column(source.schema.get_field_index("transaction_time"),
+                              "transaction_time", times)
+            .set_column(source.schema.get_field_index("status"), "status", statuses))
+
+
+def _load_members(wh: Warehouse, flats: Sequence[Flat]) -> None:
+    """The users and merchants as the documents carry them, at the documents' versions (the
+    newest version of a member wins, whichever source or document it came from). A document
+    without the member's name says nothing about it: the member is only inferred (version 0),
+    so an absent name never blanks one MySQL or another document gave."""
+    for table, domain, pick in (
+            ("dim_users", "user", lambda f: (f.user_id, f.user, f.version)),
+            ("dim_merchants", "merchant", lambda f: (f.merchant_id, f.merchant, f.version))):
+        members = [pick(f) for f in flats]
+        named = [m for m in members if m[1][0]]
+        if named:
+            wh.insert(table, star.dimension_rows(f"{domain}s", named))
+        unnamed = [m[0] for m in members if not m[1][0]]
+        if unnamed:
+            wh.insert(table, transform.inferred_members(
+                np.array(unnamed, dtype=np.uint64), domain))
+
+
+def _refusal(doc: dict[str, Any], reason: str) -> tuple[str, int, str, str]:
+    """(key, version, reason, raw JSON) of a refused document, with what can still be read."""
+    key = doc.get("transaction_id")
+    key = key if isinstance(key, str) and key.isprintable() else f"_id:{doc.get('_id')}"
+    updated = doc.get("updated_at")
+    version = micros(updated) if isinstance(updated, datetime) else 0
+    return key[:200], version, reason, _render(doc)
+
+
+def _render(doc: Any) -> str:
+    text = json_util.dumps(doc, json_options=json_util.RELAXED_JSON_OPTIONS)
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # bad bytes visible
+    return text if len(text) <= MAX_RAW_CHARS else text[:MAX_RAW_CHARS] + "...[cut]"
+
+
+def _audit(wh: Warehouse, pipeline: str, report: MongoReport) -> None:
+    window = report.window
+    record_run(wh, RunRecord(
+        run_id=report.run_id, pipeline=pipeline, mode=report.mode,
+        started_at=report.started_at,
+        window_from=window.low.isoformat() if window else "",
+        window_to=window.high.isoformat() if window else "",
+        rows_read=report.documents, rows_loaded=report.loaded, rows_rejected=report.rejected,
+        status=report.status, error=report.error, seconds=report.seconds,
+    ))
