@@ -35,7 +35,8 @@ CDC_ENVIRONMENT = ENVIRONMENT + " CDC_STREAM_NAME CDC_SERVER_ID CDC_BATCH_EVENTS
 
 DEFAULT_INPUT = "cdc_events.json"
 # binlog: the live reader (pipelines/binlog.py; docs/binlog-cdc.md)
-SOURCES = ["file", "binlog"]
+# mongodb: the MongoDB change stream (pipelines/mongo_stream.py; docs/mongodb.md)
+SOURCES = ["file", "binlog", "mongodb"]
 
 
 def _batch_size(text: str) -> int:
@@ -80,11 +81,12 @@ def build_parser(prog: str = "cdc-stream.py") -> argparse.ArgumentParser:
                         help="run OPTIMIZE TABLE ... FINAL afterwards (housekeeping only; "
                         "reads are right without it)")
     parser.add_argument("--follow", action="store_true",
-                        help="binlog: keep streaming until SIGTERM (default: apply up to the "
-                        "binlog end position current at start, save it and exit)")
+                        help="binlog, mongodb: keep streaming until SIGTERM (default: apply "
+                        "what is there at start, save the position and exit)")
     parser.add_argument("--resnapshot", action="store_true",
-                        help="binlog: copy the tables again from a new consistent snapshot and "
-                        "stream from its position (needed when the saved position was purged)")
+                        help="binlog, mongodb: copy the tables (the collection) again and "
+                        "stream from there (needed when the saved position or resume token "
+                        "is no longer on the server)")
     parser.add_argument("--source-db", type=_database_name, metavar="NAME",
                         help="file: the source database of Debezium events (source.db); events "
                         "of other databases or tables are skipped (default: MYSQL_DATABASE)")
@@ -111,8 +113,8 @@ def cdc_main(argv: Sequence[str] | None = None, prog: str = "cdc-stream.py") -> 
     if settings is None:
         return EXIT_USAGE
     setup_logging("DEBUG" if args.debug else settings.log_level, args.log_format)
-    if args.source != "binlog" and (args.follow or args.resnapshot):
-        build_parser().error("--follow and --resnapshot need --source binlog")
+    if args.source == "file" and (args.follow or args.resnapshot):
+        build_parser().error("--follow and --resnapshot need --source binlog or mongodb")
     return run_command(settings, args)
 
 
@@ -120,6 +122,8 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
     """Run parsed arguments against `settings`; returns the exit code (tests call this)."""
     if args.reset_replica:
         return _reset(settings, args.debug)
+    if args.source == "mongodb":
+        return _mongo_stream(settings, args)
     if args.source == "binlog":
         try:
             from ewallet_etl.pipelines.binlog import binlog_main
@@ -158,6 +162,30 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
         log.error("%s holds no change event: %d record(s), none parseable (%s); they are in "
                   "etl_quarantine", args.input, report.events_read, reason)
         return EXIT_USAGE
+    return EXIT_REJECTS if report.rejected else EXIT_OK
+
+
+def _mongo_stream(settings: Settings, args: argparse.Namespace) -> int:
+    """--source mongodb: the change stream into the star schema; SIGTERM/SIGINT stop it after
+    the micro-batch in flight (its token saved)."""
+    import signal
+    import threading
+
+    from ewallet_etl.pipelines.mongo_stream import run_mongo_stream
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        report = run_mongo_stream(settings, follow=args.follow, resnapshot=args.resnapshot,
+                                  stop=stop)
+    except Exception as exc:
+        log.error("failed: %s", first_line(exc), exc_info=args.debug)
+        return getattr(exc, "exit_code", EXIT_FAILED)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("%s", report.summary())
     return EXIT_REJECTS if report.rejected else EXIT_OK
 
 

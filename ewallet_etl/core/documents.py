@@ -164,3 +164,14 @@ def _moment(value: Any, name: str) -> datetime:
     if type(value).__name__ == "DatetimeMS":  # a BSON date outside Python's range
         raise BadDocument(f"{name} is out of range")
     raise BadDocument(f"{name} is not a date")
+
+
+def doc_key(doc_id: Any) -> str:
+    """A document's _id as text, its type kept apart (an ObjectId and a string of the same
+    hex are two documents)."""
+    kind = type(doc_id).__name__
+    if kind == "ObjectId":
+        return f"oid:{doc_id}"
+    if isinstance(doc_id, str):
+        return f"str:{doc_id}"
+    return f"{kind}:{doc_id!r}"

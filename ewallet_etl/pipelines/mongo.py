@@ -40,7 +40,7 @@ from ewallet_etl.audit import (
 )
 from ewallet_etl.config import Settings
 from ewallet_etl.core import star, transform, value_rules
-from ewallet_etl.core.documents import BadDocument, Flat, flatten
+from ewallet_etl.core.documents import BadDocument, Flat, doc_key, flatten
 from ewallet_etl.core.errors import first_line, outcome
 from ewallet_etl.core.instants import EPOCH, from_micros, micros
 from ewallet_etl.core.window import Window, next_window
@@ -145,6 +145,7 @@ def load_documents(wh: Warehouse, docs: Sequence[dict[str, Any]], report: MongoR
     """One batch of documents into the star schema; refused ones into etl_quarantine."""
     flats: list[Flat] = []
     raw: dict[str, dict[str, Any]] = {}
+    keys: list[tuple[str, str, int]] = []  # doc_id, transaction_id, version (mongo_keys)
     refused: list[tuple[str, int, str, str]] = []  # key, version, reason, raw
     for doc in docs:
         try:
@@ -157,6 +158,7 @@ def load_documents(wh: Warehouse, docs: Sequence[dict[str, Any]], report: MongoR
             continue
         flats.append(flat)
         raw[flat.transaction_id] = doc
+        keys.append((doc_key(doc.get("_id")), flat.transaction_id, flat.version))
     report.documents += len(docs)
     if flats:
         facts, rejects = transform.transform_transactions(_source_facts(flats))
@@ -174,6 +176,10 @@ def load_documents(wh: Warehouse, docs: Sequence[dict[str, Any]], report: MongoR
         report.loaded += facts.num_rows
         report.sales += sum(1 for s in facts.column("status").to_pylist()
                             if s == transform.SALE_STATUS)
+        doc_ids, tx_ids, versions = zip(*keys, strict=True)
+        wh.insert("mongo_keys", pa.table({"doc_id": pa.array(doc_ids, pa.string()),
+                                          "transaction_id": pa.array(tx_ids, pa.string()),
+                                          "_version": pa.array(versions, pa.uint64())}))
     if refused:
         keys, versions, reasons, raws = zip(*refused, strict=True)
         table = pa.table({"record_key": pa.array(keys, pa.string()),

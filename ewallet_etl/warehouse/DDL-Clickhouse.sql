@@ -125,6 +125,15 @@ CREATE TABLE IF NOT EXISTS analytics_dw.etl_run_starts (
 ) ENGINE = MergeTree()
 ORDER BY (pipeline, started_at, run_id);
 
+-- MongoDB documents -> their transaction: a change stream's delete names only the document's
+-- _id; this maps it to the fact to tombstone, at the last version loaded.
+CREATE TABLE IF NOT EXISTS analytics_dw.mongo_keys (
+    doc_id         String,
+    transaction_id String,
+    _version       UInt64
+) ENGINE = ReplacingMergeTree(_version)
+ORDER BY doc_id;
+
 -- Where every pipeline stands (ewallet_etl/state/store.py): one row per save, a kind (batch,
 -- binlog, replay; handoff for a switch between them) and a JSON cursor, appended right after
 -- the data it covers landed. A pipeline's state is its save with the highest _version.

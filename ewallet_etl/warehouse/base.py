@@ -27,7 +27,7 @@ PARAM = re.compile(r"\{(\w+):[^}]+\}")
 # Tables the pipeline writes; inserts into anything else are refused.
 WRITABLE_TABLES = frozenset(
     {"dim_users", "dim_merchants", "fact_sales", "cdc_transactions", "etl_quarantine", "etl_runs"}
-    | {"etl_watermarks", "etl_run_starts", "etl_state"}
+    | {"etl_watermarks", "etl_run_starts", "etl_state", "mongo_keys"}
     | {"cdc_users", "cdc_merchants", "cdc_state"}  # binlog CDC (ewallet_etl/binlog_*.py)
     | {"cdc_lineage"}  # which version scheme feeds a replica (ewallet_etl/cdc_lineage.py)
 )

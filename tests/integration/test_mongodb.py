@@ -5,8 +5,10 @@ sums computed from the documents, quarantine reasons, the two sources in one que
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -22,7 +24,9 @@ from ewallet_etl.config import Settings
 from ewallet_etl.core.transform import amount_category
 from ewallet_etl.pipelines.batch import run_batch
 from ewallet_etl.pipelines.mongo import run_mongo
+from ewallet_etl.pipelines.mongo_stream import run_mongo_stream
 from ewallet_etl.sources.mongodb import MongoSourceError
+from ewallet_etl.state import store
 from ewallet_etl.warehouse import release_chdb
 from tests.helpers import ROOT, env_for, opened, unique
 
@@ -215,3 +219,86 @@ def test_settings_refuse_a_url_that_is_not_mongodb():
         Settings.from_env({"MONGODB_URL": "http://x"})
     assert amount_category(Decimal("45000.50")) == "Low"
     assert MongoSourceError.exit_code == 2
+
+
+# --- the change stream ---------------------------------------------------------------------
+
+def stream_cli(settings: Settings, *args: str) -> subprocess.Popen:
+    release_chdb()
+    return subprocess.Popen(
+        [sys.executable, "cdc-stream.py", "--source", "mongodb", *args], cwd=ROOT,
+        env={**env_for(settings), "MONGODB_DATABASE": settings.mongodb_database,
+             "CDC_BATCH_MS": "200"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_the_change_stream_copies_then_applies_inserts_updates_replaces_and_deletes(mongo):
+    settings, coll = mongo
+    now = server_now(coll)
+    coll.insert_many(mongodb_seed.demo_documents(now))
+    first = run_mongo_stream(settings)
+    assert first.mode == "snapshot+bounded" and set(facts(settings)) == {
+        "MG2001", "MG2002", "MG2003"}
+    later = server_now(coll)
+    coll.insert_one({**mongodb_seed.demo_documents(later)[0], "transaction_id": "MG3001"})
+    coll.update_one({"transaction_id": "MG2002"}, {"$set": {
+        "amount": Decimal128("46000.00"), "updated_at": later}})
+    old = coll.find_one({"transaction_id": "MG2003"})
+    coll.replace_one({"_id": old["_id"]}, {**old, "status": "REFUNDED", "updated_at": later})
+    coll.delete_one({"transaction_id": "MG2001"})
+    second = run_mongo_stream(settings)
+    assert second.mode == "bounded"
+    loaded = facts(settings)
+    assert set(loaded) == {"MG2002", "MG2003", "MG3001"}  # MG2001 deleted: tombstoned
+    assert loaded["MG2002"][0] == Decimal("46000.00") and loaded["MG2003"][2] == "REFUNDED"
+    third = run_mongo_stream(settings)  # nothing new: nothing changes
+    assert facts(settings) == loaded and third.loaded == 0
+
+
+def test_a_killed_stream_resumes_from_its_token_without_loss_or_doubling(mongo):
+    settings, coll = mongo
+    now = server_now(coll)
+    coll.insert_many(list(mongodb_seed.generated(50, now)))
+    assert run_mongo_stream(settings).loaded == 50
+    proc = stream_cli(settings, "--follow")
+    try:
+        time.sleep(4)  # the stream's start-up: it is killed while following, not before
+        for i in range(40):  # changes while the stream runs; it is killed in the middle
+            at = server_now(coll)
+            coll.update_one({"transaction_id": f"MGEN{i:09d}"}, {"$set": {
+                "amount": Decimal128(f"{1000 + i}.25"), "status": "SUCCESS", "updated_at": at}})
+            if i == 20:
+                time.sleep(0.5)
+                proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.communicate(timeout=30)  # reaps it and closes its pipes
+    assert proc.returncode == -signal.SIGKILL
+    resumed = run_mongo_stream(settings)  # from the saved token
+    assert resumed.rejected == 0
+    loaded = facts(settings)
+    assert len(loaded) == 50
+    for i in range(40):
+        assert loaded[f"MGEN{i:09d}"][0] == Decimal(f"{1000 + i}.25"), i
+    with opened(settings.warehouse) as wh:  # the killed run is on record as such
+        statuses = [s for (s,) in wh.query(
+            "SELECT status FROM analytics_dw.etl_runs WHERE pipeline LIKE 'mongodb-stream:%' "
+            "ORDER BY started_at, finished_at")]
+    assert "killed" in statuses
+
+
+def test_a_token_the_server_no_longer_has_is_refused_until_resnapshot(mongo):
+    settings, coll = mongo
+    coll.insert_many(mongodb_seed.demo_documents(server_now(coll)))
+    run_mongo_stream(settings)
+    with opened(settings.warehouse) as wh:  # as if the change history had been trimmed
+        store.save(wh, "mongodb-stream:" + settings.mongodb_database + ".transactions",
+                   "mongodb_stream", {"resume_token": {"_data": "00"}}, "", "test", 1 << 62)
+    proc = stream_cli(settings)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    errors = [line for line in err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "--resnapshot" in errors[0], err
+    again = stream_cli(settings, "--resnapshot")
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    assert set(facts(settings)) == {"MG2001", "MG2002", "MG2003"}
