@@ -153,9 +153,10 @@ def etl_main(argv: Sequence[str] | None = None, prog: str = "etl_pipeline.py") -
                         "with --full-refresh or incremental)")
     add_output_flags(parser)
     args = parser.parse_args(argv)
-    if args.source == "mongodb" and (args.reconcile or args.since or args.dry_run):
-        parser.error("--source mongodb runs a full or incremental load (not yet --reconcile, "
-                     "--since/--until or --dry-run)")
+    if args.source == "mongodb" and (args.since or args.dry_run
+                                     or args.reconcile not in (None, "fact_sales")):
+        parser.error("--source mongodb runs a full or incremental load, or --reconcile (not "
+                     "--since/--until, --dry-run or a replica)")
     if (args.since is None) != (args.until is None):
         parser.error("a backfill needs both --since and --until")
     if args.since is not None and (args.reconcile or args.full_refresh or args.dry_run):
@@ -169,10 +170,14 @@ def etl_main(argv: Sequence[str] | None = None, prog: str = "etl_pipeline.py") -
     setup_logging("DEBUG" if args.debug else settings.log_level, args.log_format)
     log.info("ewallet-etl: %s", settings.describe())
     try:
-        if args.reconcile:
+        if args.reconcile and args.source == "mysql":
             from ewallet_etl.pipelines.reconcile import TARGETS, reconcile
 
             return EXIT_OK if reconcile(settings, TARGETS[args.reconcile]) else EXIT_MISMATCH
+        if args.source == "mongodb" and args.reconcile:
+            from ewallet_etl.pipelines.mongo_reconcile import reconcile_mongo
+
+            return EXIT_OK if reconcile_mongo(settings).ok else EXIT_MISMATCH
         if args.source == "mongodb":
             from ewallet_etl.pipelines.mongo import run_mongo
 

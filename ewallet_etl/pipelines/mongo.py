@@ -161,7 +161,7 @@ def load_documents(wh: Warehouse, docs: Sequence[dict[str, Any]], report: MongoR
         keys.append((doc_key(doc.get("_id")), flat.transaction_id, flat.version))
     report.documents += len(docs)
     if flats:
-        facts, rejects = transform.transform_transactions(_source_facts(flats))
+        facts, rejects = transform.transform_transactions(documents_as_source(flats))
         bad = set(rejects.column("record_key").to_pylist())
         _load_members(wh, [f for f in flats if f.transaction_id not in bad])
         if rejects.num_rows:
@@ -192,7 +192,7 @@ def load_documents(wh: Warehouse, docs: Sequence[dict[str, Any]], report: MongoR
         report.rejected += len(refused)
 
 
-def _source_facts(flats: Sequence[Flat]) -> pa.Table:
+def documents_as_source(flats: Sequence[Flat]) -> pa.Table:
     """Flat documents as the batch's extraction shape (transaction_time with its seconds)."""
     source = star.source_facts([(f.transaction_id, f.user_id, f.merchant_id, f.amount,
                                  f.status or "", 0, f.version) for f in flats])

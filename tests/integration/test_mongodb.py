@@ -21,9 +21,11 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
 from ewallet_etl.config import Settings
+from ewallet_etl.core import star
 from ewallet_etl.core.transform import amount_category
 from ewallet_etl.pipelines.batch import run_batch
 from ewallet_etl.pipelines.mongo import run_mongo
+from ewallet_etl.pipelines.mongo_reconcile import reconcile_mongo
 from ewallet_etl.pipelines.mongo_stream import run_mongo_stream
 from ewallet_etl.sources.mongodb import MongoSourceError
 from ewallet_etl.state import store
@@ -302,3 +304,70 @@ def test_a_token_the_server_no_longer_has_is_refused_until_resnapshot(mongo):
     out, err = again.communicate(timeout=120)
     assert again.returncode == 0, err
     assert set(facts(settings)) == {"MG2001", "MG2002", "MG2003"}
+
+
+# --- reconcile, and inputs a document store holds ---------------------------------------------
+
+def test_reconcile_finds_the_documents_equal_and_names_a_difference(mongo):
+    settings, coll = mongo
+    now = server_now(coll)
+    coll.insert_many(list(mongodb_seed.generated(120, now))
+                     + [{**mongodb_seed.demo_documents(now)[0], "transaction_id": "MGNEG",
+                         "amount": Decimal128("-1.00")}])  # refused: expected absent
+    run_mongo(settings)
+    equal = reconcile_mongo(settings)
+    assert equal.ok and equal.documents == 121 and equal.refused == 1
+    assert cli(settings, "--reconcile", MONGODB_DATABASE=settings.mongodb_database
+               ).returncode == 0
+    with opened(settings.warehouse) as wh:  # a fact lost from the warehouse
+        wh.insert("fact_sales", star.tombstones(["MGEN000000007"], [1 << 62]))
+    different = reconcile_mongo(settings)
+    assert not different.ok
+    (diff,) = different.diffs.values()
+    assert diff["missing"] == ["MGEN000000007"] and diff["extra"] == []
+    assert cli(settings, "--reconcile", MONGODB_DATABASE=settings.mongodb_database
+               ).returncode == 4
+
+
+def test_a_large_deeply_nested_document_loads_its_transaction(mongo):
+    settings, coll = mongo
+    now = server_now(coll)
+    nested: dict = {"leaf": 1}
+    for _ in range(80):  # deep, and irrelevant to the star schema
+        nested = {"n": nested}
+    big = {**mongodb_seed.demo_documents(now)[0], "transaction_id": "MGBIG",
+           "items": [{"sku": f"S{i}", "note": "x" * 1000} for i in range(4_000)],
+           "device": nested}  # ~4 MB
+    coll.insert_one(big)
+    report = run_mongo(settings)
+    assert (report.loaded, report.rejected) == (1, 0)
+    assert facts(settings)["MGBIG"][0] == Decimal("125000.00")
+
+
+def test_wrong_credentials_are_a_configuration_error_in_one_line(mongo, tmp_path):
+    settings, _ = mongo
+    port = 37117
+    server = subprocess.Popen(
+        [str(ROOT / ".venv/bin/secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
+         "--storage-path", str(tmp_path / "auth"), "--auth", "--log-level", "ERROR"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            probe: MongoClient = MongoClient(f"mongodb://127.0.0.1:{port}/",
+                                             serverSelectionTimeoutMS=500)
+            try:
+                probe.admin.command("ping")
+                break
+            except Exception:
+                time.sleep(0.3)
+            finally:
+                probe.close()
+        proc = cli(settings, MONGODB_URL=f"mongodb://nobody:Wr0ngPass@127.0.0.1:{port}/"
+                   "?authSource=admin", MONGODB_DATABASE="ewallet", ETL_MAX_RETRIES="0")
+    finally:
+        server.terminate()
+        server.wait(30)
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr
+    assert "authentication failed" in errors[0] and "Wr0ngPass" not in proc.stderr
