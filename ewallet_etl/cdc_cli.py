@@ -123,7 +123,9 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.reset_replica:
         return _reset(settings, args.debug)
     if args.source == "mongodb":
-        return _mongo_stream(settings, args)
+        from ewallet_etl.cli import mongodb_installed
+
+        return _mongo_stream(settings, args) if mongodb_installed() else EXIT_USAGE
     if args.source == "binlog":
         try:
             from ewallet_etl.pipelines.binlog import binlog_main

@@ -174,6 +174,8 @@ def etl_main(argv: Sequence[str] | None = None, prog: str = "etl_pipeline.py") -
             from ewallet_etl.pipelines.reconcile import TARGETS, reconcile
 
             return EXIT_OK if reconcile(settings, TARGETS[args.reconcile]) else EXIT_MISMATCH
+        if args.source == "mongodb" and not mongodb_installed():
+            return EXIT_USAGE
         if args.source == "mongodb" and args.reconcile:
             from ewallet_etl.pipelines.mongo_reconcile import reconcile_mongo
 
@@ -202,6 +204,16 @@ def etl_main(argv: Sequence[str] | None = None, prog: str = "etl_pipeline.py") -
         return getattr(exc, "exit_code", EXIT_FAILED)
     log.info("%s", report.summary())
     return EXIT_REJECTS if report.rows_rejected else EXIT_OK
+
+
+def mongodb_installed() -> bool:
+    """The MongoDB source's driver is an optional extra: say how to get it (exit 2)."""
+    try:
+        import pymongo  # noqa: F401
+    except ModuleNotFoundError:
+        log.error("the MongoDB driver is not installed: pip install 'ewallet-etl[mongodb]'")
+        return False
+    return True
 
 
 def _day(text: str) -> date:
