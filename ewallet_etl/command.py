@@ -28,8 +28,8 @@ COMMANDS = {
     "status": "where every pipeline stands: checkpoint or position, lag, last runs, "
               "quarantine (--json)",
     "sql": "run one SQL statement (or -f FILE) on the warehouse and print the result",
-    "cdc": "change events into the CDC replica: cdc replay [FILE|-], cdc binlog [--follow], "
-           "cdc reset",
+    "cdc": "change streams into the star schema and the CDC replicas: cdc replay [FILE|-], "
+           "cdc binlog [--follow], cdc mongodb [--follow], cdc reset",
 }
 
 
@@ -81,8 +81,11 @@ def _cdc(args: list[str]) -> int:
         return cdc_main(rest, prog="ewallet-etl cdc replay")
     if kind == "binlog":
         return cdc_main(["--source", "binlog", *rest], prog="ewallet-etl cdc binlog")
+    if kind == "mongodb":
+        return cdc_main(["--source", "mongodb", *rest], prog="ewallet-etl cdc mongodb")
     if kind == "reset":
         return cdc_main(["--reset-replica", *rest], prog="ewallet-etl cdc reset")
-    print(f"ewallet-etl cdc: unknown kind {kind!r} (replay, binlog or reset)", file=sys.stderr)
+    print(f"ewallet-etl cdc: unknown kind {kind!r} (replay, binlog, mongodb or reset)",
+          file=sys.stderr)
     return EXIT_USAGE
 
