@@ -117,7 +117,7 @@ def run_mongo(settings: Settings, full_refresh: bool = False) -> MongoReport:
     finally:
         client.close()
         report.seconds = time.monotonic() - clock
-        _audit(wh, pipeline, report)
+        audit(wh, pipeline, report)
         wh.close()
     return report
 
@@ -237,7 +237,8 @@ def _render(doc: Any) -> str:
     return text if len(text) <= MAX_RAW_CHARS else text[:MAX_RAW_CHARS] + "...[cut]"
 
 
-def _audit(wh: Warehouse, pipeline: str, report: MongoReport) -> None:
+def audit(wh: Warehouse, pipeline: str, report: MongoReport) -> None:
+    """The run's etl_runs row (the batch load's and the change stream's)."""
     window = report.window
     record_run(wh, RunRecord(
         run_id=report.run_id, pipeline=pipeline, mode=report.mode,

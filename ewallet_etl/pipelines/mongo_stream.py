@@ -33,13 +33,13 @@ from typing import Any
 
 from pymongo.errors import OperationFailure, PyMongoError
 
-from ewallet_etl.audit import RunRecord, close_dead_runs, record_run, record_start
+from ewallet_etl.audit import close_dead_runs, record_start
 from ewallet_etl.config import Settings
 from ewallet_etl.core import star
 from ewallet_etl.core.documents import doc_key
 from ewallet_etl.core.errors import first_line, outcome
 from ewallet_etl.core.instants import EPOCH, micros
-from ewallet_etl.pipelines.mongo import MongoReport, load_documents
+from ewallet_etl.pipelines.mongo import MongoReport, audit, load_documents
 from ewallet_etl.sources import mongodb as source_mongo
 from ewallet_etl.state import store
 from ewallet_etl.warehouse import Warehouse, open_warehouse
@@ -112,7 +112,7 @@ def run_mongo_stream(settings: Settings, follow: bool = False, resnapshot: bool 
     finally:
         client.close()
         report.seconds = time.monotonic() - clock
-        _audit(wh, pipeline, report)
+        audit(wh, pipeline, report)
         wh.close()
     return report
 
@@ -168,12 +168,3 @@ def _saved_token(wh: Warehouse, pipeline: str) -> dict[str, Any] | None:
         return None
     cursor = json.loads(rows[0][0])
     return cursor.get("resume_token") or None
-
-
-def _audit(wh: Warehouse, pipeline: str, report: MongoReport) -> None:
-    record_run(wh, RunRecord(
-        run_id=report.run_id, pipeline=pipeline, mode=report.mode, started_at=report.started_at,
-        window_from="", window_to="", rows_read=report.documents, rows_loaded=report.loaded,
-        rows_rejected=report.rejected, status=report.status, error=report.error,
-        seconds=report.seconds))
-
