@@ -1,6 +1,6 @@
 """A demo collection of wallet documents for the MongoDB source, and a generator for benchmarks.
 
-    .venv/bin/python seed/mongodb_seed.py            # the demo documents into MONGODB_URL
+    .venv/bin/python seed/mongodb_seed.py [--reset]  # the demo documents into MONGODB_URL
     .venv/bin/python seed/mongodb_seed.py --generate 100000   # N generated documents
 
 The demo documents mirror the MySQL seed's people and shops (the same natural ids: the same
@@ -80,10 +80,14 @@ def generated(n: int, now: datetime, seed: int = 7) -> Iterator[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--generate", type=int, metavar="N", help="N generated documents")
+    parser.add_argument("--reset", action="store_true",
+                        help="drop the collection first (the demo starts from the same documents)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     client = MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=5000)
     coll = client[settings.mongodb_database][settings.mongodb_collection]
+    if args.reset:
+        coll.drop()
     now = client.admin.command("hello")["localTime"]
     docs = list(generated(args.generate, now)) if args.generate else demo_documents(now)
     for start in range(0, len(docs), 5_000):
