@@ -28,6 +28,7 @@ from ewallet_etl.pipelines.batch import run_batch
 from ewallet_etl.pipelines.mongo import run_mongo
 from ewallet_etl.pipelines.mongo_reconcile import reconcile_mongo
 from ewallet_etl.pipelines.mongo_stream import run_mongo_stream
+from ewallet_etl.pipelines.reconcile import compare
 from ewallet_etl.sources.mongodb import MongoSourceError
 from ewallet_etl.state import store
 from ewallet_etl.warehouse import release_chdb
@@ -195,6 +196,15 @@ def test_one_star_schema_two_sources(mongo):
     assert rows[("Budi Santoso", "2025-01-10")] == Decimal("150000.00")  # MySQL's
     assert rows[("Andi Pratama", "2025-01-10")] == Decimal("51000.00")  # TX1001: the newer
     assert names == [(0,)]  # no member blanked or left empty
+    # MySQL's reconcile explains TX1001 (newer in MongoDB) and its full refresh, whose sweep
+    # removes facts MySQL lacks, leaves MongoDB's facts alone
+    reconciliation = compare(settings)
+    assert reconciliation.ok, reconciliation
+    assert [tx for d in reconciliation.diffs for tx in d.other_source] == ["TX1001"]
+    run_batch(settings, full_refresh=True)
+    after = facts(settings)
+    assert after["MG2002"][-1] == "mongodb" and after["TX1001"][0] == Decimal("51000.00")
+    assert reconcile_mongo(settings).ok
 
 
 def cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess:
