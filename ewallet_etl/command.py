@@ -13,6 +13,7 @@ from ewallet_etl.cli import (
     etl_main,
     handle_signals,
     init_main,
+    report_main,
     sql_main,
     status_main,
 )
@@ -28,6 +29,8 @@ COMMANDS = {
     "status": "where every pipeline stands: checkpoint or position, lag, last runs, "
               "quarantine (--json)",
     "sql": "run one SQL statement (or -f FILE) on the warehouse and print the result",
+    "report": "the daily-volume report: sales per day and category, reconciled, and a PNG "
+              "chart (--out FILE)",
     "cdc": "change streams into the star schema and the CDC replicas: cdc replay [FILE|-], "
            "cdc binlog [--follow], cdc mongodb [--follow], cdc reset",
 }
@@ -67,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return sql_main(rest, prog="ewallet-etl sql")
     if command == "status":
         return status_main(rest)
+    if command == "report":
+        return report_main(rest)
     if command == "init":
         return init_main(rest)
     if command == "cdc":

@@ -1,0 +1,1 @@
+"""Orchestration over the pipeline functions (Dagster: definitions.py, an optional extra)."""
