@@ -40,6 +40,8 @@ ensure_packages() {
   command -v clickhouse-client >/dev/null || missing+=(clickhouse-client)
   # tests/test_compose.py validates docker-compose.yml with Debian's docker-compose (no engine needed)
   command -v docker-compose >/dev/null || missing+=(docker-compose)
+  # tests/integration/test_dagster.py looks at the Dagster UI as a person would, in a browser
+  command -v chromium >/dev/null || missing+=(chromium)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]} with apt-get"
   export DEBIAN_FRONTEND=noninteractive

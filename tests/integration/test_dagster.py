@@ -4,8 +4,13 @@ warehouse and fail on a planted difference; a partitioned backfill reloads exact
 
 from __future__ import annotations
 
+import shutil
+import socket
 import subprocess
+import time
+import urllib.request
 from decimal import Decimal
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -93,3 +98,61 @@ def test_the_daily_volume_report_draws_its_chart_in_dagster_and_from_the_command
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "2025-01-11  Medium    1      65000.00" in proc.stdout
+
+
+# --- the UI, as a person uses it ----------------------------------------------------------------
+
+ARTIFACTS = ROOT / ".local" / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def browse(url: str, screenshot: Path | None = None) -> str:
+    """What headless Chromium shows at `url` once the page's scripts ran: its DOM as text."""
+    base = [shutil.which("chromium") or "chromium", "--headless=new", "--no-sandbox",
+            "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900",
+            "--virtual-time-budget=20000"]
+    if screenshot is not None:
+        subprocess.run([*base, f"--screenshot={screenshot}", url], capture_output=True,
+                       timeout=120, check=True)
+    return subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True,
+                          timeout=120, check=True).stdout
+
+
+def test_the_ui_shows_the_asset_graph_and_the_last_run(env, tmp_path):
+    settings = env
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    instance = dg.DagsterInstance.from_config(str(home))
+    run = dg.materialize([d.mysql_batch], resources={"etl": d.EtlSettings()}, instance=instance)
+    assert run.success
+    instance.dispose()
+    port = free_port()
+    server = subprocess.Popen(
+        [str(ROOT / ".venv/bin/dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT, env={**env_for(settings), "DAGSTER_HOME": str(home)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        graph = browse(f"http://127.0.0.1:{port}/assets", ARTIFACTS / "dagster_assets.png")
+        for asset in ("dim_users", "dim_merchants", "fact_sales", "fact_sales_by_day",
+                      "cdc_replicas", "mongodb_facts", "daily_volume_report"):
+            assert asset in graph, asset
+        page = browse(f"http://127.0.0.1:{port}/runs/{run.run_id}",
+                      ARTIFACTS / "dagster_run.png")
+        assert "mysql_batch" in page and "Success" in page
+    finally:
+        server.terminate()
+        server.wait(60)
+    assert (ARTIFACTS / "dagster_assets.png").stat().st_size > 10_000  # a picture, not a blank
