@@ -5,6 +5,7 @@ Nothing here has logic of its own: every asset calls the function the CLI runs
 `--reconcile` and `status` use. The settings are read when a run starts (`EtlSettings`), never
 at import, so `dagster definitions validate` works anywhere.
 
+    scripts/dagster.sh               # one command: .venv, the local stack, `dagster dev`
     dagster dev                      # from the repository root ([tool.dagster] in pyproject.toml)
     dagster definitions validate
 
@@ -138,7 +139,8 @@ def daily_volume_report(context: dg.AssetExecutionContext,
         "days_differing": len(report.differing_days)})
 
 
-@dg.asset_check(asset="fact_sales", blocking=False,
+# Blocking: a load whose facts do not reconcile must not feed the report built on them.
+@dg.asset_check(asset="fact_sales", blocking=True,
                 description="fact_sales equals the source's transactions per day, to the cent")
 def reconciled_to_the_cent(etl: EtlSettings) -> dg.AssetCheckResult:
     from ewallet_etl.pipelines.reconcile import compare, describe

@@ -51,8 +51,19 @@ def test_the_batch_assets_load_the_warehouse_and_their_checks_mean_something(env
         wh.insert("fact_sales", star.tombstones(["TX1003"], [1 << 62]))
     checked = dg.materialize([d.mysql_batch, d.reconciled_to_the_cent],
                              resources={"etl": d.EtlSettings()},
-                             selection=dg.AssetSelection.checks(d.reconciled_to_the_cent))
+                             selection=dg.AssetSelection.checks(d.reconciled_to_the_cent),
+                             raise_on_error=False)
     assert checks_of(checked) == {"reconciled_to_the_cent": False}
+    assert not checked.success  # a blocking check: the run fails, visibly
+
+
+def test_the_scheduled_job_runs_the_incremental_batch(env):
+    settings = env
+    assert d.incremental_batch.cron_schedule == "*/15 * * * *"
+    job = d.defs.resolve_job_def(d.incremental_batch.job_name)
+    result = job.execute_in_process(resources={"etl": d.EtlSettings()})
+    assert result.success
+    assert compare(settings).ok  # the scheduled run landed exactly the source's rows
 
 
 def test_a_backfill_of_a_date_range_reloads_exactly_those_days(env):
