@@ -37,6 +37,7 @@ ENV_DEFAULTS: dict[str, str] = {
     "ETL_LAG_SECONDS": "0",
     "ETL_OVERLAP_SECONDS": "300",
     "ETL_MAX_RETRIES": "4",
+    "ETL_MAX_LAG_SECONDS": "3600",  # the freshness check's limit (status, Dagster)
     "LOG_LEVEL": "INFO",
     # Binlog CDC (cdc-stream.py --source binlog); see docs/binlog-cdc.md, "Settings".
     "CDC_STREAM_NAME": "binlog_cdc",
@@ -167,6 +168,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "ETL_LAG_SECONDS": (0, 7 * 86_400),
     "ETL_OVERLAP_SECONDS": (0, 31 * 86_400),
     "ETL_MAX_RETRIES": (0, 20),
+    "ETL_MAX_LAG_SECONDS": (1, 365 * 86_400),
     "CDC_SERVER_ID": (0, 2**32 - 1),
     "CDC_BATCH_EVENTS": (1, 10_000_000),
     "CDC_BATCH_MS": (1, 3_600_000),
@@ -281,6 +283,7 @@ class Settings:
     cdc_batch_events: int = 10000
     cdc_batch_ms: int = 1000
     cdc_star_schema: bool = True  # replay and binlog also write the star schema
+    max_lag_seconds: int = 3600  # freshness: the batch may lag the source by this much
     mongodb_url: str = field(default="mongodb://127.0.0.1:37017/?replicaSet=secantus",
                              repr=False)  # may hold a password
     mongodb_database: str = "ewallet"
@@ -311,6 +314,7 @@ class Settings:
             cdc_batch_events=_int(env, "CDC_BATCH_EVENTS"),
             cdc_batch_ms=_int(env, "CDC_BATCH_MS"),
             cdc_star_schema=_bool(get("CDC_STAR_SCHEMA"), "CDC_STAR_SCHEMA"),
+            max_lag_seconds=_int(env, "ETL_MAX_LAG_SECONDS"),
             mongodb_url=_mongodb_url(get("MONGODB_URL")),
             mongodb_database=_mongo_name(get("MONGODB_DATABASE"), "MONGODB_DATABASE"),
             mongodb_collection=_mongo_name(get("MONGODB_COLLECTION"), "MONGODB_COLLECTION"),

@@ -47,6 +47,7 @@ NOT_READ_BY_CODE = {
     "CH_HTTP_PORT": "compose: host port of ClickHouse's HTTP interface (scripts/stack.sh: same)",
     "ETL_INTERVAL_SECONDS": "docker/etl-loop.sh, etl_service's loop",
     "MONGO_PORT": "compose: host port of the MongoDB service (scripts/stack.sh: same)",
+    "DAGSTER_PORT": "compose: host port of the Dagster UI (scripts/dagster.sh: same)",
 }
 # Read by the code but deliberately undocumented and never passed by compose.
 TEST_ONLY = {
@@ -316,14 +317,35 @@ def _check_scripts(scripts: list[str]) -> None:
         assert in_build_context(script), f"{script} is left out by .dockerignore"
 
 
-def test_the_app_image_is_built_once_and_never_pulled(config: dict) -> None:
+def test_each_app_image_is_built_once_and_never_pulled(config: dict) -> None:
     services = config["services"]
-    built = [name for name, svc in services.items() if "build" in svc]
-    assert built == ["etl_service"], built
-    assert services["etl_service"]["build"]["context"] in (str(ROOT), ".")
-    image = services["etl_service"]["image"]
-    assert services["cdc_service"]["image"] == image
-    assert services["cdc_service"].get("pull_policy") == "never", "a local image: never pulled"
+    built = {name: svc["build"].get("target", "") for name, svc in services.items()
+             if "build" in svc}
+    assert built == {"etl_service": "", "dagster_webserver": "dagster"}, built
+    for name in built:
+        assert services[name]["build"]["context"] in (str(ROOT), ".")
+    for user, builder in (("cdc_service", "etl_service"), ("mongo_etl_service", "etl_service"),
+                          ("dagster_daemon", "dagster_webserver")):
+        assert services[user]["image"] == services[builder]["image"], user
+        assert services[user].get("pull_policy") == "never", "a local image: never pulled"
+
+
+def test_dagster_replaces_the_loop_by_default_and_keeps_its_state(config: dict) -> None:
+    services = config["services"]
+    assert "profiles" not in services["dagster_webserver"]
+    assert services["etl_service"].get("profiles") == ["loop"]
+    for name in ("dagster_webserver", "dagster_daemon"):
+        svc = services[name]
+        assert _mounts(svc)["/opt/dagster/home"] in config["volumes"]
+        assert svc["environment"]["DAGSTER_HOME"] == "/opt/dagster/home"
+        env = {k: str(v) for k, v in svc["environment"].items()
+               if v is not None and k != "DAGSTER_HOME"}
+        assert Settings.from_env(env).warehouse.host == "clickhouse"
+    check = services["dagster_webserver"]["healthcheck"]["test"]
+    assert "server_info" in " ".join(check)
+    text = DOCKERFILE.read_text()
+    stages = re.findall(r"^FROM \S+(?: AS (\S+))?", text, re.M)
+    assert "dagster" in stages and stages[-1] == "", "the plain image stays the default target"
 
 
 @pytest.mark.parametrize("service", SERVERS)
@@ -367,7 +389,7 @@ def test_service_command_runs_scripts_in_the_repository(config: dict, service: s
 def test_dockerfile_pins_base_runs_as_non_root_and_caches_requirements() -> None:
     text = DOCKERFILE.read_text()
     assert re.search(r"python:3\.11\.\d+-slim-bookworm", text), "pin the base to a full version"
-    assert re.search(r"^COPY --from=builder /opt/venv", text, re.M), "multi-stage: copy the venv"
+    assert re.search(r"^COPY --from=builder\S* /opt/venv", text, re.M), "multi-stage: the venv"
     user = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert user and user[-1].split(":")[0] not in ("root", "0"), "run as a non-root user"
     requirements = text.index("COPY requirements.txt")

@@ -31,19 +31,12 @@ import dagster as dg
 
 from ewallet_etl.config import Settings
 
-MAX_LAG_SECONDS = 3600
-
 
 class EtlSettings(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The pipeline's settings, read from the environment (and .env) when a run starts."""
 
-    env_file: str = ""  # a .env file to read instead of ./.env (ETL_ENV_FILE)
-
     def settings(self) -> Settings:
-        import os
-
-        if self.env_file:
-            os.environ.setdefault("ETL_ENV_FILE", self.env_file)
+        """Read now, as the CLI does: the environment over .env (or ETL_ENV_FILE)."""
         return Settings.from_env()
 
 
@@ -165,12 +158,11 @@ def quarantine_is_empty(etl: EtlSettings) -> dg.AssetCheckResult:
 @dg.asset_check(asset="fact_sales", description="the batch's lag (source clock minus where the "
                 "next run starts) is below ETL_MAX_LAG_SECONDS")
 def fresh_enough(etl: EtlSettings) -> dg.AssetCheckResult:
-    import os
-
     from ewallet_etl.pipelines.status import status
 
-    limit = int(os.environ.get("ETL_MAX_LAG_SECONDS", MAX_LAG_SECONDS))
-    lag = status(etl.settings()).batch["lag_seconds"]
+    settings = etl.settings()
+    limit = settings.max_lag_seconds
+    lag = status(settings).batch["lag_seconds"]
     return dg.AssetCheckResult(passed=lag is not None and lag <= limit,
                                metadata={"lag_seconds": lag if lag is not None else -1,
                                          "limit_seconds": limit})
