@@ -13,6 +13,7 @@ from typing import Iterable
 import pyarrow as pa
 
 from ewallet_etl.core.errors import first_line
+from ewallet_etl.core.instants import micros
 from ewallet_etl.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def record_run(wh: Warehouse, run: RunRecord) -> None:
         "status": [run.status],
         "error": [run.error],
         "seconds": [run.seconds],
+        "started_us": pa.array([micros(run.started_at)], pa.uint64()),
     })
     try:
         wh.insert("etl_runs", row)

@@ -26,7 +26,7 @@ RUNS_SQL = """
 SELECT pipeline, mode, status, toString(started_at), rows_read, rows_loaded, rows_rejected,
        error
 FROM analytics_dw.etl_runs
-ORDER BY started_at DESC, finished_at DESC
+ORDER BY started_us DESC, finished_at DESC
 LIMIT {limit:UInt32}
 """
 # Runs that started and have not ended: going now, or dead without closing (not yet seen by

@@ -107,7 +107,8 @@ CREATE TABLE IF NOT EXISTS analytics_dw.etl_runs (
     rows_rejected UInt64,
     status        String,
     error         String,
-    seconds       Float64
+    seconds       Float64,
+    started_us    UInt64 DEFAULT toUInt64(toUnixTimestamp(started_at)) * 1000000  -- run order
 ) ENGINE = MergeTree()
 PARTITION BY toYYYYMM(started_at)
 ORDER BY (pipeline, started_at, run_id);

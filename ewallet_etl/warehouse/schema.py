@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 WAREHOUSE_DDL = Path(__file__).with_name("DDL-Clickhouse.sql")
 
 CREATED_OBJECT = re.compile(r"CREATE (?:TABLE|VIEW) IF NOT EXISTS analytics_dw\.(\w+)")
+STARTED_US_COLUMN_SQL = ("SELECT 1 FROM system.columns WHERE database = {database:String} "
+                         "AND table = 'etl_runs' AND name = 'started_us'")
 SOURCE_COLUMN_SQL = ("SELECT 1 FROM system.columns WHERE database = {database:String} "
                      "AND table = 'fact_sales' AND name = 'source'")
 EXISTING_OBJECTS_SQL = ("SELECT name, sorting_key FROM system.tables "
@@ -30,6 +32,10 @@ def ensure_schema(wh: Warehouse, ddl_path: Path) -> None:
     present = {name: key for name, key in wh.query(EXISTING_OBJECTS_SQL, {"database": wh.database})}
     if not wanted <= present.keys():  # CREATE ... IF NOT EXISTS: the same result either way
         apply_sql_file(wh, ddl_path)
+    if "etl_runs" in present and not wh.query(STARTED_US_COLUMN_SQL, {"database": wh.database}):
+        # etl_runs from before runs carried their start in microseconds (two runs in a second)
+        wh.execute("ALTER TABLE analytics_dw.etl_runs ADD COLUMN started_us UInt64 DEFAULT "
+                   "toUInt64(toUnixTimestamp(started_at)) * 1000000")
     if "fact_sales" in present and not wh.query(SOURCE_COLUMN_SQL, {"database": wh.database}):
         # fact_sales from before the MongoDB source: every fact it holds came from MySQL
         log.info("fact_sales: adding the column source (its rows came from mysql)")

@@ -84,3 +84,21 @@ def _one_fact() -> pa.Table:
         "updated_at": pa.array([AT], pa.timestamp("s", tz="UTC")),
         "_version": pa.array([1], pa.uint64()), "_deleted": pa.array([0], pa.uint8()),
     })
+
+
+def test_an_etl_runs_table_from_before_gets_the_run_order_column(wh):
+    from ewallet_etl.audit import RunRecord, record_run
+    from ewallet_etl.warehouse import WAREHOUSE_DDL, ensure_schema
+
+    wh.execute("DROP TABLE analytics_dw.etl_runs")
+    wh.execute("CREATE TABLE analytics_dw.etl_runs (run_id String, pipeline String, mode String, "
+               "started_at DateTime('UTC'), finished_at DateTime('UTC'), window_from String, "
+               "window_to String, rows_read UInt64, rows_loaded UInt64, rows_rejected UInt64, "
+               "status String, error String, seconds Float64) ENGINE = MergeTree() "
+               "ORDER BY (pipeline, started_at, run_id)")
+    ensure_schema(wh, WAREHOUSE_DDL)
+    for n, run_id in enumerate(("first", "second")):  # two runs in the same second
+        record_run(wh, RunRecord(run_id, "p", "full", AT.replace(microsecond=n), "", "", 0, 0, 0,
+                                 "success", "", 0.0))
+    assert wh.query("SELECT run_id FROM analytics_dw.etl_runs ORDER BY started_us DESC") == [
+        ("second",), ("first",)]
