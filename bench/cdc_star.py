@@ -108,8 +108,9 @@ def _targets(prefix: str, engines: list[str], server: ClickHouseServer) -> list[
                 def prep(db: str = db) -> None:
                     client.execute(f"DROP DATABASE IF EXISTS {db}")
 
-                def query(sql: str, db: str = db) -> list[tuple]:
-                    return client.execute(sql.replace("analytics_dw", db))
+                def query(sql: str, params: dict | None = None, db: str = db) -> list[tuple]:
+                    text = re.sub(r"\{(\w+):[^}]+\}", r"%(\1)s", sql.replace("analytics_dw", db))
+                    return client.execute(text, params)
             else:
                 folder = WORK / tag
                 url = f"chdb://{folder}?database={db}"
@@ -169,7 +170,7 @@ def _lag(target: dict, source: str, samples: int, first_id: int) -> dict:
         threading.Thread(target=lambda: tail.extend(proc.stderr or ()), daemon=True).start()
 
         def visible(tx: str, end: tuple[str, int]) -> float | None:
-            found = target["query"](sql.replace("{tx:String}", f"'{tx}'"))[0][0]
+            found = target["query"](sql, {"tx": tx})[0][0]
             return time.perf_counter() if int(found) else None
     conn = mysql_conn(source)
     latencies = []

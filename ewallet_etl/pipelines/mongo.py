@@ -22,13 +22,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 from bson import json_util
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
 
 from ewallet_etl.audit import (
     RunRecord,
@@ -87,15 +90,37 @@ def pipeline_name(settings: Settings) -> str:
     return f"mongodb:{settings.mongodb_database}.{settings.mongodb_collection}"
 
 
-def run_mongo(settings: Settings, full_refresh: bool = False) -> MongoReport:
-    report = MongoReport(uuid.uuid4().hex[:12], "full" if full_refresh else "incremental",
-                         datetime.now(timezone.utc))
-    clock, pipeline = time.monotonic(), pipeline_name(settings)
+@contextmanager
+def audited_run(settings: Settings, report: MongoReport,
+                pipeline: str) -> Iterator[tuple[Warehouse, MongoClient]]:
+    """A MongoDB run's warehouse and client, its start row, dead runs closed, and its etl_runs
+    row written whatever happens (the batch load's and the change stream's)."""
+    clock = time.monotonic()
     wh = open_warehouse(settings)
     record_start(wh, report.run_id, pipeline, report.mode, report.started_at)
     client = source_mongo.connect(settings)
     try:
         close_dead_runs(wh, pipeline, report.run_id, exclusive=False)
+        yield wh, client
+        report.status = "completed_with_rejects" if report.rejected else "success"
+    except PyMongoError as exc:  # one line naming the server, never the URI's secret
+        report.status, report.error = "failed", first_line(exc)
+        raise source_mongo.error(settings, exc) from exc
+    except BaseException as exc:
+        report.status, report.error = outcome(exc), first_line(exc)
+        raise
+    finally:
+        client.close()
+        report.seconds = time.monotonic() - clock
+        audit(wh, pipeline, report)
+        wh.close()
+
+
+def run_mongo(settings: Settings, full_refresh: bool = False) -> MongoReport:
+    report = MongoReport(uuid.uuid4().hex[:12], "full" if full_refresh else "incremental",
+                         datetime.now(timezone.utc))
+    pipeline = pipeline_name(settings)
+    with audited_run(settings, report, pipeline) as (wh, client):
         coll = with_retries(lambda: source_mongo.collection(client, settings),
                             f"reach MongoDB at {source_mongo.where(settings)}",
                             settings.max_retries)
@@ -110,15 +135,6 @@ def run_mongo(settings: Settings, full_refresh: bool = False) -> MongoReport:
                      f"read MongoDB at {source_mongo.where(settings)}", settings.max_retries)
         store.save(wh, pipeline, KIND, {"watermark_us": micros(report.window.high)},
                    source_mongo.where(settings), report.run_id)
-        report.status = "completed_with_rejects" if report.rejected else "success"
-    except BaseException as exc:
-        report.status, report.error = outcome(exc), first_line(exc)
-        raise
-    finally:
-        client.close()
-        report.seconds = time.monotonic() - clock
-        audit(wh, pipeline, report)
-        wh.close()
     return report
 
 

@@ -31,18 +31,16 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import OperationFailure
 
-from ewallet_etl.audit import close_dead_runs, record_start
 from ewallet_etl.config import Settings
 from ewallet_etl.core import star
 from ewallet_etl.core.documents import doc_key
-from ewallet_etl.core.errors import first_line, outcome
 from ewallet_etl.core.instants import EPOCH, micros
-from ewallet_etl.pipelines.mongo import MongoReport, audit, load_documents
+from ewallet_etl.pipelines.mongo import MongoReport, audited_run, load_documents
 from ewallet_etl.sources import mongodb as source_mongo
 from ewallet_etl.state import store
-from ewallet_etl.warehouse import Warehouse, open_warehouse
+from ewallet_etl.warehouse import IN_TEXT_SET, Warehouse, text_set
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +50,9 @@ SELECT argMax(cursor, _version), max(_version) FROM analytics_dw.etl_state
 WHERE pipeline = {pipeline:String} AND kind = 'mongodb_stream'
 GROUP BY pipeline
 """
-KEYS_SQL = """
+KEYS_SQL = f"""
 SELECT doc_id, argMax(transaction_id, _version), max(_version) FROM analytics_dw.mongo_keys
-WHERE has(splitByChar(',', {ids:String}), hex(doc_id)) GROUP BY doc_id
+WHERE {IN_TEXT_SET.format(column="doc_id")} GROUP BY doc_id
 """
 # The server's change history no longer holds the token (or never did): only a new copy helps.
 LOST_HISTORY = {9, 260, 280, 286}
@@ -73,12 +71,8 @@ def run_mongo_stream(settings: Settings, follow: bool = False, resnapshot: bool 
     stop = stop or threading.Event()
     report = MongoReport(uuid.uuid4().hex[:12], "follow" if follow else "bounded",
                          datetime.now(timezone.utc))
-    clock, pipeline = time.monotonic(), pipeline_name(settings)
-    wh = open_warehouse(settings)
-    record_start(wh, report.run_id, pipeline, report.mode, report.started_at)
-    client = source_mongo.connect(settings)
-    try:
-        close_dead_runs(wh, pipeline, report.run_id, exclusive=False)
+    pipeline = pipeline_name(settings)
+    with audited_run(settings, report, pipeline) as (wh, client):
         coll = source_mongo.collection(client, settings)
         saved = None if resnapshot else _saved_token(wh, pipeline)
         version = 0
@@ -90,7 +84,7 @@ def run_mongo_stream(settings: Settings, follow: bool = False, resnapshot: bool 
                 raise TokenLost(f"MongoDB at {source_mongo.where(settings)}: the saved resume "
                                 f"token is no longer in the server's change history ({exc.code}"
                                 f"): run with --resnapshot to copy the collection again") from None
-            raise source_mongo.error(settings, exc) from exc
+            raise
         with stream:
             if saved is None:  # the copy, with the stream already open: nothing falls between
                 token = stream.resume_token
@@ -102,18 +96,6 @@ def run_mongo_stream(settings: Settings, follow: bool = False, resnapshot: bool 
                 version = store.save(wh, pipeline, KIND, {"resume_token": token},
                                      source_mongo.where(settings), report.run_id)
             _consume(settings, wh, stream, report, pipeline, version, follow, stop)
-        report.status = "completed_with_rejects" if report.rejected else "success"
-    except PyMongoError as exc:
-        report.status, report.error = "failed", first_line(exc)
-        raise source_mongo.error(settings, exc) from exc
-    except BaseException as exc:
-        report.status, report.error = outcome(exc), first_line(exc)
-        raise
-    finally:
-        client.close()
-        report.seconds = time.monotonic() - clock
-        audit(wh, pipeline, report)
-        wh.close()
     return report
 
 
@@ -146,9 +128,7 @@ def _apply(wh: Warehouse, events: list[dict[str, Any]], report: MongoReport) -> 
     deletes = {doc_key(e["documentKey"]["_id"]): e for e in events
                if e.get("operationType") == "delete"}
     if deletes:
-        # one String parameter (hex, comma-separated): both engines bind it the same way
-        ids = ",".join(key.encode("utf-8", "surrogateescape").hex().upper() for key in deletes)
-        known = wh.query(KEYS_SQL, {"ids": ids})
+        known = wh.query(KEYS_SQL, text_set(deletes))
         if known:
             keys = [tx for _, tx, _ in known]
             versions = [max(int(v) + 1, _wall_us(deletes[doc_id])) for doc_id, _, v in known]

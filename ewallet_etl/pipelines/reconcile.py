@@ -49,7 +49,7 @@ from ewallet_etl.core.instants import micros
 from ewallet_etl.core.transform import UTC_SECONDS, WAREHOUSE_AMOUNT
 from ewallet_etl.retry import with_retries
 from ewallet_etl.sources import mysql as source_mysql
-from ewallet_etl.warehouse import Warehouse, open_warehouse
+from ewallet_etl.warehouse import IN_TEXT_SET, Warehouse, open_warehouse, text_set
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +98,10 @@ WAREHOUSE_DAY_ROWS_SQL = """
 SELECT transaction_id, status, amount FROM analytics_dw.v_fact_sales
 WHERE transaction_date = {day:Date}
 """
-# Which of these ids (hex, comma-separated: one String parameter both engines bind alike) the
-# warehouse holds from another source than MySQL, on any day.
-OTHER_SOURCE_SQL = """
+# Which of these ids the warehouse holds from another source than MySQL, on any day.
+OTHER_SOURCE_SQL = f"""
 SELECT transaction_id FROM (SELECT * FROM analytics_dw.fact_sales FINAL)
-WHERE _deleted = 0 AND source != 'mysql'
-  AND has(splitByChar(',', {ids:String}), hex(transaction_id))
+WHERE _deleted = 0 AND source != 'mysql' AND {IN_TEXT_SET.format(column="transaction_id")}
 """
 QUARANTINED_SQL = """
 SELECT DISTINCT record_key, _version FROM analytics_dw.etl_quarantine
@@ -305,8 +303,7 @@ def _drill(conn: Any, wh: Warehouse, diff: DayDiff, target: Target,
         else:
             diff.changed.append(tx)
     if target is FACTS and diff.missing:
-        ids = ",".join(tx.encode("utf-8", "surrogateescape").hex().upper() for tx in diff.missing)
-        elsewhere = {tx for (tx,) in wh.query(OTHER_SOURCE_SQL, {"ids": ids})}
+        elsewhere = {tx for (tx,) in wh.query(OTHER_SOURCE_SQL, text_set(diff.missing))}
         diff.other_source = [tx for tx in diff.missing if tx in elsewhere]
         diff.missing = [tx for tx in diff.missing if tx not in elsewhere]
 

@@ -63,7 +63,8 @@ def save_position(wh: Warehouse, stream: str, position: Position, server_id: int
 def forget_positions(wh: Warehouse, run_id: str) -> list[str]:
     """Every binlog stream back to "no position" (an empty cursor): the next run of each takes
     a snapshot. Returns the pipelines reset."""
-    reset = [p for p, saved in store.latest(wh).items() if saved.kind == "binlog" and saved.cursor]
+    saves = store.latest(wh)
+    reset = [p for p, saved in saves.items() if saved.kind == "binlog" and saved.cursor]
     for pipeline in reset:
-        store.save(wh, pipeline, "binlog", {}, "", run_id, store.latest(wh)[pipeline].version)
+        store.save(wh, pipeline, "binlog", {}, "", run_id, saves[pipeline].version)
     return reset

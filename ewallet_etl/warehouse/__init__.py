@@ -16,6 +16,7 @@ from ewallet_etl.config import Settings, WarehouseTarget
 from ewallet_etl.core.errors import first_line
 from ewallet_etl.retry import with_retries
 from ewallet_etl.warehouse.base import (
+    IN_TEXT_SET,
     WRITABLE_TABLES,
     Warehouse,
     WarehouseError,
@@ -23,6 +24,7 @@ from ewallet_etl.warehouse.base import (
     format_table,
     qualify,
     split_statements,
+    text_set,
 )
 from ewallet_etl.warehouse.retrying import RetryingWarehouse
 from ewallet_etl.warehouse.schema import (
@@ -33,9 +35,10 @@ from ewallet_etl.warehouse.schema import (
 )
 
 __all__ = [
-    "FACT_SORTING_KEY", "WAREHOUSE_DDL", "WRITABLE_TABLES", "Warehouse", "WarehouseError",
-    "WarehouseUnavailable", "connect", "ensure_schema", "format_table", "migrate_fact_sales",
-    "open_warehouse", "qualify", "release_chdb", "split_statements",
+    "FACT_SORTING_KEY", "IN_TEXT_SET", "WAREHOUSE_DDL", "WRITABLE_TABLES", "Warehouse",
+    "WarehouseError", "WarehouseUnavailable", "connect", "ensure_schema", "format_table",
+    "migrate_fact_sales", "open_warehouse", "qualify", "release_chdb", "split_statements",
+    "text_set",
 ]
 
 

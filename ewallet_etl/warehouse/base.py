@@ -93,6 +93,18 @@ def insert_target(table: str, rows: pa.Table) -> tuple[str, str]:
     return table, ", ".join(rows.column_names)
 
 
+# Many text values as one String parameter, matched with IN_TEXT_SET.format(column=...): a list
+# parameter is bound differently by clickhouse-driver on 18.16 and by chDB, one String alike.
+# Hex, so no value can contain the separator.
+IN_TEXT_SET = "has(splitByChar(',', {{values:String}}), hex({column}))"
+
+
+def text_set(values: Iterable[str]) -> dict[str, str]:
+    """The parameters of IN_TEXT_SET for these values."""
+    return {"values": ",".join(v.encode("utf-8", "surrogateescape").hex().upper()
+                               for v in values)}
+
+
 def format_table(names: list[str], rows: list[tuple]) -> str:
     """A plain aligned text table, like clickhouse-client's PrettyCompact without borders."""
     cells = [names] + [["" if v is None else str(v) for v in row] for row in rows]
