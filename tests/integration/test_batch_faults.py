@@ -160,7 +160,7 @@ def assert_one_clear_error(proc, names: str) -> str:
 def audit_rows(settings) -> list[tuple]:
     with warehouse(settings) as wh:
         return wh.query(
-            "SELECT status, error FROM analytics_dw.etl_runs ORDER BY started_at, finished_at")
+            "SELECT status, error FROM analytics_dw.etl_runs ORDER BY started_us, finished_at")
 
 
 def test_mysql_unreachable_at_start_fails_after_retries_with_one_line(isolated):

@@ -38,7 +38,7 @@ QUARANTINED_SQL = ("SELECT reason, count() FROM analytics_dw.etl_quarantine FINA
 CLAIMS_SQL = "SELECT table_name, scheme FROM analytics_dw.cdc_lineage FINAL"
 RUNS_SQL = ("SELECT status, rows_read, rows_loaded, rows_rejected, window_to "
             "FROM analytics_dw.etl_runs WHERE pipeline = 'cdc_events' AND mode = 'replay' "
-            "ORDER BY started_at, finished_at")
+            "ORDER BY started_us, finished_at")
 
 
 def cdc(settings: Settings, *argv: str) -> int:

@@ -296,7 +296,7 @@ def test_a_killed_stream_resumes_from_its_token_without_loss_or_doubling(mongo):
     with opened(settings.warehouse) as wh:  # the killed run is on record as such
         statuses = [s for (s,) in wh.query(
             "SELECT status FROM analytics_dw.etl_runs WHERE pipeline LIKE 'mongodb-stream:%' "
-            "ORDER BY started_at, finished_at")]
+            "ORDER BY started_us, finished_at")]
     assert "killed" in statuses
 
 
