@@ -51,7 +51,7 @@ from ewallet_etl.audit import (
 from ewallet_etl.config import Settings
 from ewallet_etl.core import transform
 from ewallet_etl.core.errors import first_line, outcome
-from ewallet_etl.core.instants import EPOCH, as_utc
+from ewallet_etl.core.instants import EPOCH, as_utc, micros
 from ewallet_etl.core.window import Window, next_window, start_point
 from ewallet_etl.pipelines import faults
 from ewallet_etl.pipelines.faults import fault_point
@@ -86,6 +86,7 @@ class RunReport:
     rows_rejected: int = 0
     dimension_rows: int = 0
     rows_deleted: int = 0  # facts tombstoned by a full refresh's hard-delete sweep
+    loaded_us: int = 0  # the source's clock at the start (µs): the stamp of the facts it writes
     inferred: int = 0  # users and merchants inferred: facts refer to them, the source lacks them
     inferred_ids: set[tuple[str, int]] = field(default_factory=set)
     retracted: int = 0  # tombstones written for refused versions (see transform.retractions)
@@ -130,6 +131,7 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
     )
     with _audited(settings, report) as (wh, source):
         db_now = _plan(settings, source, wh, report, full_refresh)
+        report.loaded_us = micros(db_now)
         log.info("window %s (source now %s)", report.window, db_now.isoformat())
         with_retries(lambda: _load(settings, source, wh, report),
                      f"load the window from MySQL at {source_mysql.where(settings)}",
@@ -141,7 +143,8 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
             conn = with_retries(source.get, f"check the run lock at {source_mysql.where(settings)}",
                                 settings.max_retries)
             try:
-                report.rows_deleted = sweep_deletes(conn, wh, db_now)
+                report.rows_deleted = sweep_deletes(conn, wh, db_now,
+                                                    rewritten=report.loaded_us)
             except pymysql.MySQLError as exc:
                 raise source_mysql.source_error(settings, exc) from exc
         fault_point("before_checkpoint")
@@ -203,6 +206,7 @@ def run_backfill(settings: Settings, since: date, until: date) -> RunReport:
 
         db_now = with_retries(plan, f"read the clock of MySQL at {source_mysql.where(settings)}",
                               settings.max_retries)
+        report.loaded_us = micros(db_now)
         log.info("backfill of the days [%s, %s) of transaction_time", since, until)
         facts = (source_mysql.TRANSACTIONS_BY_DAY_SQL,
                  {"since": report.window.low, "until": report.window.high})
@@ -212,7 +216,8 @@ def run_backfill(settings: Settings, since: date, until: date) -> RunReport:
         from ewallet_etl.pipelines.reconcile import sweep_deletes
 
         try:
-            report.rows_deleted = sweep_deletes(source.get(), wh, db_now, days=(since, until))
+            report.rows_deleted = sweep_deletes(source.get(), wh, db_now, days=(since, until),
+                                                rewritten=report.loaded_us)
         except pymysql.MySQLError as exc:
             raise source_mysql.source_error(settings, exc) from exc
     return report
@@ -335,7 +340,8 @@ def _fact_chunks(settings: Settings, conn: pymysql.connections.Connection, wh: W
             report.retracted += retracted.num_rows
         _count(report, chunk, facts)
         log.debug("chunk %d: %d rows", n, chunk.num_rows)
-        yield facts
+        yield facts.append_column("_loaded_us", pa.array(
+            np.full(facts.num_rows, report.loaded_us, dtype=np.uint64)))
 
 
 def _infer_members(wh: Warehouse, settings: Settings, report: RunReport,

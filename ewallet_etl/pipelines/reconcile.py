@@ -38,7 +38,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pymysql
@@ -116,6 +116,13 @@ SELECT transaction_id, user_key, merchant_key, amount, amount_category, status,
 FROM (SELECT * FROM analytics_dw.fact_sales FINAL)
 WHERE _deleted = 0 AND source = 'mysql' AND transaction_date = {day:Date}
 """
+# The live MySQL facts a load did not rewrite (another stamp): the only ones that can be gone.
+UNSEEN_DAYS_SQL = """
+SELECT DISTINCT transaction_date FROM (SELECT * FROM analytics_dw.fact_sales FINAL)
+WHERE _deleted = 0 AND source = 'mysql' AND _loaded_us != {stamp:UInt64}
+"""
+UNSEEN_DAY_FACTS_SQL = DAY_FACTS_SQL.rstrip() + " AND _loaded_us != {stamp:UInt64}\n"
+LOOKUP_IDS = 1000  # ids per source lookup
 FACT_COLUMNS = (
     ("transaction_id", pa.string()), ("user_key", pa.uint64()), ("merchant_key", pa.uint64()),
     ("amount", WAREHOUSE_AMOUNT), ("amount_category", pa.string()), ("status", pa.string()),
@@ -355,27 +362,64 @@ def _money(value: Any) -> Decimal | None:
 
 
 def sweep_deletes(conn: Any, wh: Warehouse, source_now: datetime,
-                  days: tuple[date, date] | None = None) -> int:
+                  days: tuple[date, date] | None = None, rewritten: int | None = None) -> int:
     """Tombstone the facts found only in the warehouse; returns how many (see the docstring).
     `conn` and `wh`: the run's own connection and warehouse; `days`: only the days in
-    [first, end) (a backfill), else every day."""
+    [first, end) (a backfill), else every day. `rewritten`: the `_loaded_us` stamp of a load
+    that has just written every source row of those days: then only the facts it did not
+    rewrite can be gone, and only their ids are looked up in the source, instead of comparing
+    every day of both sides."""
+    if rewritten is None:
+        doomed = (_extras(diff, wh) for diff in _compare(conn, wh, FACTS, days).diffs
+                  if diff.day is not None and diff.extra)
+    else:
+        doomed = _unseen_extras(conn, wh, rewritten, days)
     floor = micros(source_now)
     swept = 0
-    for diff in _compare(conn, wh, FACTS, days).diffs:
-        if diff.day is None or not diff.extra:
-            continue
-        gone = set(diff.extra)
-        rows = [row for row in wh.query(DAY_FACTS_SQL, {"day": diff.day}) if row[0] in gone]
+    for rows in doomed:
         if not rows:
             continue
-        values_by_column = zip(*rows, strict=True)
-        columns = {name: pa.array(values, kind)
-                   for (name, kind), values in zip(FACT_COLUMNS, values_by_column, strict=True)}
-        columns["_version"] = pa.array([max(int(v) + 1, floor) for v in columns["_version"]
-                                        .to_pylist()], pa.uint64())
-        columns["_deleted"] = pa.array([1] * len(rows), pa.uint8())
-        wh.insert("fact_sales", pa.table(columns))
+        _tombstone(wh, rows, floor)
         log.warning("%d fact(s) of %s no longer in the source, marked deleted: %s",
-                    len(rows), diff.day, ", ".join(repr(r[0]) for r in rows[:SHOW_IDS]))
+                    len(rows), rows[0][7], ", ".join(repr(r[0]) for r in rows[:SHOW_IDS]))
         swept += len(rows)
     return swept
+
+
+def _extras(diff: DayDiff, wh: Warehouse) -> list[tuple]:
+    gone = set(diff.extra)
+    return [row for row in wh.query(DAY_FACTS_SQL, {"day": diff.day}) if row[0] in gone]
+
+
+def _unseen_extras(conn: Any, wh: Warehouse, rewritten: int,
+                   days: tuple[date, date] | None) -> Iterator[list[tuple]]:
+    """Per day, the facts the load did not rewrite whose id the source no longer has."""
+    for (day,) in wh.query(UNSEEN_DAYS_SQL, {"stamp": rewritten}):
+        if days is not None and not days[0] <= day < days[1]:
+            continue
+        unseen = wh.query(UNSEEN_DAY_FACTS_SQL, {"day": day, "stamp": rewritten})
+        present = _in_source(conn, [row[0] for row in unseen])
+        yield [row for row in unseen if row[0] not in present]
+
+
+def _in_source(conn: Any, ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    with conn.cursor() as cur:
+        for first in range(0, len(ids), LOOKUP_IDS):
+            batch = ids[first:first + LOOKUP_IDS]
+            cur.execute("SELECT transaction_id FROM transactions WHERE transaction_id IN "
+                        f"({', '.join(['%s'] * len(batch))})", batch)
+            found.update(tx for (tx,) in cur.fetchall())
+    return found
+
+
+def _tombstone(wh: Warehouse, rows: list[tuple], floor: int) -> None:
+    """Write `_deleted = 1` over these fact rows, at a version above theirs and at least the
+    source's clock."""
+    values_by_column = zip(*rows, strict=True)
+    columns = {name: pa.array(values, kind)
+               for (name, kind), values in zip(FACT_COLUMNS, values_by_column, strict=True)}
+    columns["_version"] = pa.array([max(int(v) + 1, floor) for v in columns["_version"]
+                                    .to_pylist()], pa.uint64())
+    columns["_deleted"] = pa.array([1] * len(rows), pa.uint8())
+    wh.insert("fact_sales", pa.table(columns))

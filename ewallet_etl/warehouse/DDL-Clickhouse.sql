@@ -56,7 +56,10 @@ CREATE TABLE IF NOT EXISTS analytics_dw.fact_sales (
     updated_at       DateTime('UTC'),
     _version         UInt64,
     _deleted         UInt8,
-    source           String DEFAULT 'mysql'  -- where the fact came from: mysql or mongodb
+    source           String DEFAULT 'mysql', -- where the fact came from: mysql or mongodb
+    -- the source's clock (microseconds) at the start of the batch run that wrote the row (0
+    -- when a stream wrote it): a --full-refresh checks only the facts it did not rewrite
+    _loaded_us       UInt64 DEFAULT 0
 ) ENGINE = ReplacingMergeTree(_version)
 ORDER BY transaction_id;
 

@@ -17,8 +17,8 @@ WAREHOUSE_DDL = Path(__file__).with_name("DDL-Clickhouse.sql")
 CREATED_OBJECT = re.compile(r"CREATE (?:TABLE|VIEW) IF NOT EXISTS analytics_dw\.(\w+)")
 STARTED_US_COLUMN_SQL = ("SELECT 1 FROM system.columns WHERE database = {database:String} "
                          "AND table = 'etl_runs' AND name = 'started_us'")
-SOURCE_COLUMN_SQL = ("SELECT 1 FROM system.columns WHERE database = {database:String} "
-                     "AND table = 'fact_sales' AND name = 'source'")
+FACT_COLUMNS_SQL = ("SELECT name FROM system.columns WHERE database = {database:String} "
+                    "AND table = 'fact_sales'")
 EXISTING_OBJECTS_SQL = ("SELECT name, sorting_key FROM system.tables "
                         "WHERE database = {database:String}")
 
@@ -36,12 +36,21 @@ def ensure_schema(wh: Warehouse, ddl_path: Path) -> None:
         # etl_runs from before runs carried their start in microseconds (two runs in a second)
         wh.execute("ALTER TABLE analytics_dw.etl_runs ADD COLUMN started_us UInt64 DEFAULT "
                    "toUInt64(toUnixTimestamp(started_at)) * 1000000")
-    if "fact_sales" in present and not wh.query(SOURCE_COLUMN_SQL, {"database": wh.database}):
+    if "fact_sales" in present:
+        _add_fact_columns(wh)
+    if present.get("fact_sales", FACT_SORTING_KEY) != FACT_SORTING_KEY:
+        migrate_fact_sales(wh, script)
+
+
+def _add_fact_columns(wh: Warehouse) -> None:
+    columns = {name for (name,) in wh.query(FACT_COLUMNS_SQL, {"database": wh.database})}
+    if "source" not in columns:
         # fact_sales from before the MongoDB source: every fact it holds came from MySQL
         log.info("fact_sales: adding the column source (its rows came from mysql)")
         wh.execute("ALTER TABLE analytics_dw.fact_sales ADD COLUMN source String DEFAULT 'mysql'")
-    if present.get("fact_sales", FACT_SORTING_KEY) != FACT_SORTING_KEY:
-        migrate_fact_sales(wh, script)
+    if "_loaded_us" not in columns:
+        # from before the batch stamped its rows: a full refresh checks every fact once
+        wh.execute("ALTER TABLE analytics_dw.fact_sales ADD COLUMN _loaded_us UInt64 DEFAULT 0")
 
 
 # fact_sales was first keyed by (transaction_date, transaction_id), partitioned by month: a

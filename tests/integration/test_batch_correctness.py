@@ -443,3 +443,29 @@ def test_hard_deletes_are_caught_by_reconcile_and_swept_by_full_refresh_moved_da
                     "FROM analytics_dw.v_fact_sales ORDER BY transaction_id") == [
         ("TX1003", "2025-01-10"), ("TX1004", "2025-01-10"), ("TX1008", "2025-01-12")]
     assert run_batch(settings, full_refresh=True).rows_deleted == 0  # idempotent
+
+
+def test_full_refresh_sweeps_what_it_did_not_rewrite_after_asking_the_source(settings, wh):
+    """The sweep checks only the facts the refresh did not rewrite (their `_loaded_us` is not
+    the run's) and asks the source about their ids: a fact a stream wrote (stamp 0) whose
+    transaction is gone is tombstoned; one changed after the refresh's window (not read, still
+    in the source) and one whose id differs only in case stay."""
+    db = settings.mysql_database
+    run_batch(settings)
+    stamps = dict(wh.query("SELECT transaction_id, _loaded_us FROM analytics_dw.fact_sales"))
+    assert set(stamps.values()) != {0}  # the batch stamps its facts
+    # Written by a stream (no stamp), then gone from the source; 'tx1003' is not TX1003.
+    _plant(wh, "TXSTREAM", 1, 1, "7.00", "SUCCESS", datetime(2025, 1, 11, 1, 0),
+           datetime(2025, 1, 11, 1, 0))
+    _plant(wh, "tx1003", 1, 1, "8.00", "SUCCESS", datetime(2025, 1, 11, 2, 0),
+           datetime(2025, 1, 11, 2, 0))
+    # Changed after the window's end: the refresh does not read it; the source still has it.
+    mysql_exec(db, "UPDATE transactions SET updated_at = NOW() + INTERVAL 1 DAY "
+                   "WHERE transaction_id = 'TX1004'")
+    report = run_batch(settings, full_refresh=True)
+    assert report.rows_deleted == 2
+    live = [tx for (tx,) in wh.query(
+        "SELECT transaction_id FROM analytics_dw.v_fact_sales ORDER BY transaction_id")]
+    assert "TX1004" in live and "TX1003" in live
+    assert "TXSTREAM" not in live and "tx1003" not in live
+    assert run_batch(settings, full_refresh=True).rows_deleted == 0
