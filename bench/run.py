@@ -5,7 +5,8 @@ each in its own process, alternating methods, and print / save one table.
 
 Groups, in order (all on the same source database):
   full         the floor (mariadb client), each engine's own INSERT ... SELECT FROM mysql() pull
-               (the reference), our full load, the naive write-up pipeline, dlt (if installed)
+               (the reference), our full load and full refresh, the naive write-up pipeline,
+               dlt and the peer tools (bench/peers.py; each if installed)
   incremental  after 10,000 updates + 10,000 inserts in the source (new ones each repetition)
   cdc          cdc-stream.py replaying N_EVENTS JSON Lines events (skipped if it is missing)
   binlog       cdc-stream.py --source binlog after N_EVENTS / 5 row changes as single-row
@@ -30,6 +31,7 @@ import cdc_events
 import common  # noqa: F401  (puts the repository on sys.path)
 import gen_data
 import methods as m
+import peers
 import report
 from common import (
     ROOT,
@@ -60,6 +62,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    "(a fifth as many as single-row statements)")
     p.add_argument("--no-naive", action="store_true", help="skip the naive pipeline")
     p.add_argument("--no-dlt", action="store_true", help="skip dlt")
+    p.add_argument("--no-peers", action="store_true",
+                   help="skip the peer tools (bench/peers.py: plain mysql() copy, "
+                   "connectorx -> chDB, ingestr, sling)")
     p.add_argument("--keep-source", action="store_true",
                    help="reuse bench_source if it already has --rows transactions")
     p.add_argument("--prefix", default="bench",
@@ -191,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     dlt = None if args.no_dlt else m.dlt_method(ctx, args.rows)
     if dlt:
         full.append(dlt)
+    if not args.no_peers:
+        full += peers.peer_methods(ctx, args.rows, args.engines)
     say("full loads")
     run_group(full, args.repeat, warmup=True)
     expected = gen_data.source_totals(args.source_db)
@@ -285,7 +292,7 @@ def drop_source(database: str) -> None:
 
 def cleanup(ctx: m.Ctx, source_dbs: list[str]) -> None:
     client = clickhouse_client(ctx.server)
-    for role in ("dw", "ref", "naive", "cdc", "binlog"):
+    for role in ("dw", "ref", "naive", "cdc", "binlog", "peers"):
         client.execute(f"DROP DATABASE IF EXISTS {ctx.db(role)}")
     for db in source_dbs:
         drop_source(db)

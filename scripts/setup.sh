@@ -2,7 +2,8 @@
 # Create .venv (once) and install the pinned requirements into it. Safe to re-run.
 #   scripts/setup.sh          .venv: the pipeline (requirements.txt) + the test tools
 #   scripts/setup.sh --bench  also .venv-bench: the benchmark's baselines (naive pandas, dlt),
-#                             kept apart: the pipeline is measured with only its own packages
+#                             kept apart: the pipeline is measured with only its own packages;
+#                             and .venv-peers: the peer tools (bench/requirements-peers.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -22,4 +23,18 @@ if [ "${1:-}" = "--bench" ]; then
   fi
   .venv-bench/bin/python -m pip install -q --disable-pip-version-check \
     -r requirements.txt -r bench/requirements.txt
+  # The peer tools (bench/peers.py: ingestr, sling, connectorx -> chDB) in .venv-peers, apart
+  # from both. Optional: the bench skips a missing one, so a wheel that does not install here is
+  # a note, not a failure.
+  if [ -x .venv-peers/bin/python ] || python3 -m venv .venv-peers; then
+    if ! .venv-peers/bin/python -m pip install -q --disable-pip-version-check \
+        -r bench/requirements-peers.txt; then
+      for req in $(grep -v -e '^#' -e '^$' bench/requirements-peers.txt); do
+        .venv-peers/bin/python -m pip install -q --disable-pip-version-check "$req" ||
+          echo "note: $req did not install into .venv-peers; the bench skips its peer" >&2
+      done
+    fi
+  else
+    echo "note: no .venv-peers (python3 -m venv failed); the bench skips the peer tools" >&2
+  fi
 fi
