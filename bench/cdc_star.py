@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--changes", type=int, default=20_000)
     p.add_argument("--engines", default="server,chdb")
     p.add_argument("--lag-samples", type=int, default=200)
+    p.add_argument("--rate", type=int, default=1000,
+                   help="commits/s of the loaded lag run (star schema, default CDC_BATCH_MS)")
+    p.add_argument("--rate-seconds", type=int, default=15)
     p.add_argument("--prefix", default="bcs")
     args = p.parse_args(argv)
     engines = [e for e in args.engines.split(",") if e]
@@ -87,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
                          "batch_ms": int(batch_ms)})
             next_id += args.lag_samples
             print(lags[-1], flush=True)
+    for target in targets:
+        if not target["star"] or not args.rate:
+            continue
+        lags.append({**_lag_under_load(target, source, args.rate, args.rate_seconds, next_id),
+                     "batch_ms": 1000})
+        next_id += args.rate * args.rate_seconds
+        print(lags[-1], flush=True)
     doc = {"rows": args.rows, "throughput": rows, "lag": lags}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "cdc_star.json").write_text(json.dumps(doc, indent=2))
@@ -201,6 +211,85 @@ def _lag(target: dict, source: str, samples: int, first_id: int) -> dict:
     return {"engine": target["engine"], "mode": target["mode"], "view": view,
             "p50_s": round(cuts[49], 3), "p99_s": round(cuts[98], 3),
             "samples": len(latencies), "check": len(latencies) == samples}
+
+
+def _lag_under_load(target: dict, source: str, rate: int, seconds: int, first_id: int) -> dict:
+    """Commit-to-visible latency while a writer commits `rate` single-row transactions a
+    second for `seconds`: every 20th commit is followed (its binlog end read right after it)
+    and timed until it is visible, as in `_lag`."""
+    env = {**os.environ, **target["env"]}
+    sql = "SELECT count() FROM analytics_dw.v_fact_sales WHERE transaction_id = {tx:String}"
+    proc = subprocess.Popen(_argv("--follow"), env=env, cwd=ROOT, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    applied: list[tuple[float, tuple[str, int]]] = []
+    tail: list[str] = []
+
+    def follow_log() -> None:
+        for line in proc.stderr or ():
+            tail.append(line)
+            if found := BATCH_LINE.search(line):
+                applied.append((time.perf_counter(), (found.group(1), int(found.group(2)))))
+
+    threading.Thread(target=follow_log, daemon=True).start()
+    sampled: list[tuple[str, float, tuple[str, int]]] = []
+    total = rate * seconds
+    done = threading.Event()
+
+    def write() -> None:
+        conn = mysql_conn(source)
+        start = time.perf_counter()
+        try:
+            with conn.cursor() as cur:
+                for n in range(total):
+                    tx = f"RATE{first_id + n}"
+                    cur.execute("INSERT INTO transactions (transaction_id, user_id, merchant_id, "
+                                "amount, status, transaction_time) VALUES (%s, 1, 1, 10.00, "
+                                "'SUCCESS', '2025-02-01 10:00:00')", (tx,))
+                    if n % 20 == 0:
+                        committed = time.perf_counter()
+                        cur.execute("SHOW MASTER STATUS")
+                        file, pos = cur.fetchone()[:2]
+                        sampled.append((tx, committed, (file, int(pos))))
+                    time.sleep(max(start + (n + 1) / rate - time.perf_counter(), 0))
+        finally:
+            writes.append(time.perf_counter() - start)
+            conn.close()
+            done.set()
+
+    writes: list[float] = []
+    latencies: list[float] = []
+    try:
+        time.sleep(5)  # the stream's start-up
+        threading.Thread(target=write, daemon=True).start()
+        followed = 0
+        while not (done.is_set() and followed == len(sampled)):
+            if followed == len(sampled):
+                time.sleep(POLL_S)
+                continue
+            tx, committed, end = sampled[followed]
+            if target["engine"] == "chdb":
+                seen = next((at for at, position in applied if position >= end), None)
+            else:
+                seen = time.perf_counter() if int(target["query"](sql, {"tx": tx})[0][0]) \
+                    else None
+            if seen is not None:
+                latencies.append(seen - committed)
+                followed += 1
+            elif time.perf_counter() - committed > 60:
+                raise RuntimeError(f"{tx} not visible after 60 s; the stream said: "
+                                   f"{''.join(tail[-5:])}")
+            else:
+                time.sleep(POLL_S)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    cuts = statistics.quantiles(latencies, n=100)
+    achieved = total / writes[0] if writes else 0
+    return {"engine": target["engine"], "mode": f"{target['mode']}, {achieved:,.0f} commits/s",
+            "view": "the applied batch" if target["engine"] == "chdb" else "v_fact_sales",
+            "p50_s": round(cuts[49], 3), "p99_s": round(cuts[98], 3),
+            "samples": len(latencies), "check": len(latencies) == len(sampled) and
+            achieved >= 0.9 * rate}
 
 
 def _markdown(doc: dict) -> str:

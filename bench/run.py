@@ -1,7 +1,7 @@
 """The benchmark, one command: generate the data set in MariaDB, then time every method on it,
 each in its own process, alternating methods, and print / save one table.
 
-    .venv/bin/python bench/run.py [--rows N] [--engines server,chdb] [--repeat 3] [--scale 3]
+    .venv/bin/python bench/run.py [--rows N] [--engines server,chdb] [--repeat 3] [--scale 10]
 
 Groups, in order (all on the same source database):
   full         the floor (mariadb client), each engine's own INSERT ... SELECT FROM mysql() pull
@@ -11,7 +11,9 @@ Groups, in order (all on the same source database):
   cdc          cdc-stream.py replaying N_EVENTS JSON Lines events (skipped if it is missing)
   binlog       cdc-stream.py --source binlog after N_EVENTS / 5 row changes as single-row
                statements, then after N_EVENTS as 100-row statements
-  scale        our full load once per engine on a source --scale times larger (memory flatness)
+  scale        on a source --scale times larger (10M rows): the server's pull, each engine's
+               first load, the connectorx -> chDB copy, then an incremental run of the same
+               changes and a no-op run per engine (how time and memory grow with the data)
 Every method's result is read back and compared with the source (`check`). Nothing is
 asserted about speed. Results: bench/results/latest.json and latest.md (git-ignored).
 Needs the local stack (scripts/stack.sh up); the naive and dlt baselines run in .venv-bench
@@ -25,6 +27,7 @@ import compileall
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cdc_events
@@ -53,8 +56,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rows", type=int, default=1_000_000, help="transactions (default 1M)")
     p.add_argument("--engines", default="server,chdb", help="server,chdb (default both)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per method (median)")
-    p.add_argument("--scale", type=int, default=3,
-                   help="memory check on a source this many times larger; 0 skips it")
+    p.add_argument("--scale", type=int, default=10,
+                   help="the scale group on a source this many times larger (default 10: "
+                   "10M rows); 0 skips it")
     p.add_argument("--changes", type=int, default=10_000,
                    help="updates and as many inserts before each incremental run")
     p.add_argument("--events", type=int, default=100_000,
@@ -102,15 +106,6 @@ def run_group(group: list[m.Method], repeat: int, warmup: bool = False) -> None:
                 say(run.stderr.strip().splitlines()[-1] if run.stderr.strip() else "no stderr")
             if not (warmup and n == 0):
                 method.runs.append(run)
-
-
-def scale_prep(first_load: m.Method, big_db: str):
-    """The first load's prep, and no checkpoint in the big source (a kept one has a checkpoint
-    from an earlier bench run: the load would read nothing)."""
-    def prep() -> None:
-        first_load.prep()
-        m.reset_checkpoint(big_db, first_load.env["ETL_PIPELINE_NAME"])
-    return prep
 
 
 def check(group: list[m.Method], expected: dict) -> None:
@@ -255,18 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 
     scale: list[m.Method] = []
     if args.scale > 1:
-        big_db, big_rows = f"{args.source_db}_x{args.scale}", args.rows * args.scale
-        generate(big_db, big_rows, args.keep_source)
-        run_group([m.floor_method(ctx, big_rows, big_db)], 0, warmup=True)  # warm the pages
-        scale = [x for x in full if x.name == m.FIRST_LOAD]
-        scale = [m.Method(x.name, x.engine, "scale", x.argv, {**x.env, "MYSQL_DATABASE": big_db},
-                          prep=scale_prep(x, big_db), check=x.check, rows=big_rows)
-                 for x in scale]
-        say(f"memory check at {big_rows:,} rows")
-        run_group(scale, 1)
-        check(scale, gen_data.source_totals(big_db))
-        if not args.keep_source:  # 3x the table would crowd the shared server's buffer pool
-            drop_source(big_db)
+        scale = run_scale(ctx, args)
 
     rows = [report.summarise(x) for x in [*full, *incremental, *cdc, *binlog, *scale]]
     report.add_ratios(rows)
@@ -281,6 +265,46 @@ def main(argv: list[str] | None = None) -> int:
         cleanup(ctx, [args.source_db, f"{args.source_db}_x{args.scale}"])
     failed = [r for r in rows if r["failed"] or (r["check"] and not r["check"]["ok"])]
     return 1 if failed else 0
+
+
+def run_scale(ctx: m.Ctx, args: argparse.Namespace) -> list[m.Method]:
+    """The same methods on a source `--scale` times larger (10M rows by default): the server's
+    pull, each engine's first load, the connectorx -> chDB raw copy; then 10,000 updates +
+    10,000 inserts and an incremental run per engine, and a run with nothing to load (the
+    engine's floor at this size). How time and memory grow with the data."""
+    big_db, big_rows = f"{args.source_db}_x{args.scale}", args.rows * args.scale
+    generate(big_db, big_rows, args.keep_source)
+    big = replace(ctx, source_db=big_db, rows=big_rows)
+    run_group([m.floor_method(big, big_rows)], 0, warmup=True)  # read the pages once
+    loads: list[m.Method] = []
+    if "server" in args.engines:
+        loads += [x for x in m.server_methods(big, big_db, big_rows, naive=False)
+                  if x.name != m.FULL_REFRESH]
+    if "chdb" in args.engines:
+        loads += [x for x in m.chdb_methods(big, big_db, big_rows)
+                  if x.name == m.FIRST_LOAD]
+        copy = None if args.no_peers else peers.cx_chdb_method(big, big_rows)
+        if copy:
+            loads.append(copy)
+    for x in loads:
+        x.group = "scale"
+    say(f"scale: {big_rows:,} rows")
+    run_group(loads, 1)
+    check(loads, gen_data.source_totals(big_db))
+    changed = [replace(x, env={**x.env, "MYSQL_DATABASE": big_db}, group="scale", runs=[])
+               for x in m.incremental_methods(ctx, args.engines, 2 * args.changes)]
+    gen_data.mutate(big_db, args.changes, args.changes, first_new=big_rows + 1, salt="scale")
+    wait_for_quiet_source()
+    run_group(changed, 1)
+    catch_up = [m.Method(x.name, x.engine, "catch-up", x.argv, x.env) for x in changed]
+    run_group(catch_up, 0, warmup=True)
+    check(changed, gen_data.source_totals(big_db))
+    noop = [replace(x, group="scale", runs=[]) for x in m.noop_methods(changed)]
+    run_group(noop, 1)
+    check(noop, gen_data.source_totals(big_db))
+    if not args.keep_source:  # the big table would crowd the shared server's buffer pool
+        drop_source(big_db)
+    return [*loads, *changed, *noop]
 
 
 def drop_source(database: str) -> None:
