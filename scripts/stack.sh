@@ -78,7 +78,7 @@ mariadb_up() {
       --log-bin="$MY_DIR/data/binlog" --server-id=1 --binlog-format=ROW \
       --binlog-row-image=FULL --binlog-row-metadata=FULL \
       --default-time-zone=+00:00 --character-set-server=utf8mb4 \
-      --collation-server=utf8mb4_unicode_ci --innodb-buffer-pool-size=512M \
+      --collation-server=utf8mb4_unicode_ci --innodb-buffer-pool-size=4G \
       --max-allowed-packet=256M --log-error="$MY_DIR/error.log" >/dev/null 2>&1 &
     wait_for 60 "MariaDB" my_root -e 'SELECT 1'
     log "MariaDB started on 127.0.0.1:$MYSQL_PORT (data in $MY_DIR)"

@@ -23,6 +23,9 @@ import pymysql
 # (table, id column): identifiers from this fixed list only.
 DIMENSION_IDS = {"user_id": ("users", "user_id"), "merchant_id": ("merchants", "merchant_id")}
 IDS_PER_QUERY = 5_000
+# Ids below this are looked up in a table of flags (one byte per id, so at most 16 MiB): one
+# gather per chunk instead of a hash of its distinct ids. Larger ids take the sorted path.
+DENSE_IDS = 1 << 24
 
 
 class ExistingIds:
@@ -30,11 +33,29 @@ class ExistingIds:
         self._conn = conn
         self._table, self._column = DIMENSION_IDS[fact_column]
         self._known = np.zeros(0, dtype=np.int64)
+        self._flags = np.zeros(0, dtype=np.int8)  # 1 at each known id below DENSE_IDS
 
     def found(self, ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
         """Per row: 1 where the id has a row in the source's dimension table, else 0."""
         valid = pc.fill_null(pc.is_valid(ids), False).to_numpy(zero_copy_only=False)
         values = pc.fill_null(ids, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        if values.size and 0 <= values.min() and values.max() < DENSE_IDS:
+            return self._found_dense(values, valid)
+        return self._found_sorted(values, valid)
+
+    def _found_dense(self, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        if self._flags.size <= values.max():  # grown to the largest id seen, once
+            flags = np.zeros(int(values.max()) + 1, dtype=np.int8)
+            flags[:self._flags.size] = self._flags
+            self._flags = flags
+        found = self._flags[values] & valid
+        if not found[valid].all():  # ids not known yet: asked (again: they may exist now)
+            unseen = np.unique(values[valid & (found == 0)])
+            self._flags[self._ask(unseen)] = 1
+            found = self._flags[values] & valid
+        return found.astype(np.int8)
+
+    def _found_sorted(self, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
         distinct = np.unique(values[valid])
         unseen = distinct[~np.isin(distinct, self._known, assume_unique=True)]
         if unseen.size:

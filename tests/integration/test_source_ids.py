@@ -8,7 +8,7 @@ import pytest
 
 from ewallet_etl.config import Settings
 from ewallet_etl.sources import mysql as source_mysql
-from ewallet_etl.sources.mysql_ids import IDS_PER_QUERY, ExistingIds
+from ewallet_etl.sources.mysql_ids import DENSE_IDS, IDS_PER_QUERY, ExistingIds
 from tests.helpers import mysql_exec, settings_for
 
 pytestmark = pytest.mark.integration
@@ -59,3 +59,14 @@ def test_many_ids_are_asked_in_bounded_statements(conn, source_db: str):
     # three COUNT(*) statements (5,000 + 5,000 + 18 ids); the one holding id 5 comes back
     # short, so its ids are listed: four SELECTs in all
     assert _selects(conn) - before == 3 + 1
+
+
+@pytest.mark.parametrize("big", [DENSE_IDS, 2**32 - 2])  # user_id: INT UNSIGNED
+def test_large_ids_take_the_sorted_path_and_agree_with_small_ones(conn, source_db: str, big):
+    mysql_exec(source_db, "INSERT INTO users (user_id, name, email, city) "
+                          "VALUES (%s, 'Big', 'big@example.com', 'Medan')", (big,))
+    users = ExistingIds(conn, "user_id")
+    assert users.found(pa.array([1, 2, 9], pa.uint64())).tolist() == [1, 1, 0]  # flags
+    mixed = pa.array([big, 1, big + 1, None, 9], pa.uint64())  # no user big + 1, nor 9
+    assert users.found(mixed).tolist() == [1, 1, 0, 0, 0]
+    assert users.found(pa.array([2, 9, 3], pa.uint64())).tolist() == [1, 0, 1]
