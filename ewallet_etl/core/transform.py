@@ -210,15 +210,19 @@ def decode_times(batch: pa.Table) -> pa.Table:
           & (day <= _days_in_month(year, month)) & (hour < 24) & (minute < 60) & (second < 60))
     epoch_us = ((_days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60
                  + second) * 1_000_000 + micros)
-    times = pa.array(epoch_us, pa.int64(), mask=~ok).cast(pa.timestamp("us"))
+    times = pa.array(epoch_us, pa.int64(), mask=None if ok.all() else ~ok).cast(
+        pa.timestamp("us"))
     bad = valid & ~ok
-    raw: list[str | None] = [None] * len(values)
-    for i in np.flatnonzero(bad).tolist():  # rare: only impossible dates are rendered
-        raw[i] = (f"{year[i]:04d}-{month[i]:02d}-{day[i]:02d} "
-                  f"{hour[i]:02d}:{minute[i]:02d}:{second[i]:02d}")
+    if bad.any():  # rare: only impossible dates are rendered
+        raw: list[str | None] = [None] * len(values)
+        for i in np.flatnonzero(bad).tolist():
+            raw[i] = (f"{year[i]:04d}-{month[i]:02d}-{day[i]:02d} "
+                      f"{hour[i]:02d}:{minute[i]:02d}:{second[i]:02d}")
+        raw_column = pa.array(raw, pa.string())
+    else:
+        raw_column = pa.nulls(len(values), pa.string())
     index = batch.schema.get_field_index("transaction_time")
     batch = batch.set_column(index, "transaction_time", times)
-    raw_column = pa.array(raw, pa.string())
     if RAW_TIME in batch.column_names:
         return batch.set_column(batch.schema.get_field_index(RAW_TIME), RAW_TIME, raw_column)
     return batch.append_column(RAW_TIME, raw_column)
