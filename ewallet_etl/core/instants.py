@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+NAIVE_EPOCH = datetime(1970, 1, 1)  # the epoch in UTC wall-clock time
 MICROSECOND = timedelta(microseconds=1)
 
 
@@ -19,7 +20,9 @@ def as_utc(moment: datetime) -> datetime:
 
 def micros(moment: datetime) -> int:
     """Microseconds since the epoch (the pipeline's `_version` of a change time)."""
-    return (as_utc(moment) - EPOCH) // MICROSECOND
+    if moment.tzinfo is None:  # UTC wall-clock time (per change row: no conversion made)
+        return (moment - NAIVE_EPOCH) // MICROSECOND
+    return (moment - EPOCH) // MICROSECOND  # an aware difference accounts for the offset
 
 
 def from_micros(value: int) -> datetime:

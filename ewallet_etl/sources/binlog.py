@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Iterator
 
 import pymysql
@@ -62,6 +62,7 @@ WANTED_EVENTS = [
 FL_PREPARED_XA = 64  # MariaDB GTID flag: the group is an XA transaction ending in XA PREPARE
 TIMESTAMP_TYPES = (FIELD_TYPE.TIMESTAMP, FIELD_TYPE.TIMESTAMP2)
 ZERO_TIMESTAMP = datetime(1970, 1, 1)  # how both decoders give TIMESTAMP 0 (0000-00-00)
+ZERO_TIMESTAMP_END = ZERO_TIMESTAMP + timedelta(seconds=1)
 # The dump session may wait on a slow apply; the server's 60 s default would cut it off.
 DUMP_SESSION = "SET SESSION net_write_timeout = 600, net_read_timeout = 600"
 
@@ -275,7 +276,7 @@ def _checked(row: dict[str, Any], prefix: str, stamps: list[str]) -> dict[str, A
 def _is_zero_timestamp(value: Any) -> bool:
     """TIMESTAMP 0 is the zero date (or a value out of range the server stored as zero; the
     range starts at 1970-01-01 00:00:01 UTC): None, so the apply rejects it, never 1970."""
-    return isinstance(value, datetime) and value.replace(microsecond=0) == ZERO_TIMESTAMP
+    return isinstance(value, datetime) and ZERO_TIMESTAMP <= value < ZERO_TIMESTAMP_END
 
 
 def read_changes(reader: BinLogStreamReader, start: Position,

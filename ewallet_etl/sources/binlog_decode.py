@@ -115,12 +115,17 @@ def _datetime2_reader(fsp: int) -> Reader:
     fraction in (fsp+1)//2 bytes. An invalid date (0000-00-00) is None, as in the library."""
     frac_bytes = (fsp + 1) // 2
     scale = 10 ** (6 - fsp) if fsp else 0
+    end = 5 + frac_bytes
+    last: list[Any] = [None, None]  # the last bytes read and their value, as for TIMESTAMP
 
     def read(buf: bytes, pos: int) -> tuple[Any, int]:
-        v = int.from_bytes(buf[pos:pos + 5], "big")
+        raw = buf[pos:pos + end]
+        if raw == last[0]:
+            return last[1], pos + end
+        v = int.from_bytes(raw[:5], "big")
         micro = 0
         if frac_bytes:
-            micro = int.from_bytes(buf[pos + 5:pos + 5 + frac_bytes], "big")
+            micro = int.from_bytes(raw[5:], "big")
             micro = (micro // 10 if fsp % 2 else micro) * scale
         ym = v >> 22 & 0x1FFFF
         try:
@@ -128,7 +133,8 @@ def _datetime2_reader(fsp: int) -> Reader:
                              v & 0x3F, micro)
         except ValueError:
             value = None
-        return value, pos + 5 + frac_bytes
+        last[0], last[1] = raw, value
+        return value, pos + end
     return read
 
 
@@ -138,13 +144,21 @@ def _timestamp2_reader(fsp: int) -> Reader:
     frac_bytes = (fsp + 1) // 2
     scale = 10 ** (6 - fsp) if fsp else 0
 
+    end = 4 + frac_bytes
+    last: list[Any] = [None, None]  # the last bytes read and their value: the rows of one
+    # statement mostly share their timestamps (NOW() for all of them)
+
     def read(buf: bytes, pos: int) -> tuple[Any, int]:
-        seconds = int.from_bytes(buf[pos:pos + 4], "big")
+        raw = buf[pos:pos + end]
+        if raw == last[0]:
+            return last[1], pos + end
+        seconds = int.from_bytes(raw[:4], "big")
         micro = 0
         if frac_bytes:
-            micro = int.from_bytes(buf[pos + 4:pos + 4 + frac_bytes], "big")
+            micro = int.from_bytes(raw[4:], "big")
             micro = (micro // 10 if fsp % 2 else micro) * scale
-        return NAIVE_EPOCH + timedelta(seconds=seconds, microseconds=micro), pos + 4 + frac_bytes
+        last[0], last[1] = raw, NAIVE_EPOCH + timedelta(seconds=seconds, microseconds=micro)
+        return last[1], pos + end
     return read
 
 
