@@ -27,7 +27,8 @@ def amount_problem(amount: Decimal) -> str | None:
         return AMOUNT_NEGATIVE
     if amount > MAX_AMOUNT:
         return AMOUNT_TOO_LARGE
-    if amount != amount.quantize(CENT):
+    exponent = amount.as_tuple().exponent  # >= -2: at most cents, no quantize needed
+    if not (isinstance(exponent, int) and exponent >= -2) and amount != amount.quantize(CENT):
         return AMOUNT_TOO_PRECISE
     return None
 

@@ -194,6 +194,10 @@ def _image(buf: bytes, pos: int, readers: list[tuple[str, Reader]], null_bytes: 
            ) -> tuple[dict[str, Any], int]:
     nulls, pos = buf[pos:pos + null_bytes], pos + null_bytes
     values: dict[str, Any] = {}
+    if not nulls.strip(b"\0"):  # no NULL in the row (the usual case): no bit to test
+        for name, read in readers:
+            values[name], pos = read(buf, pos)
+        return values, pos
     for i, (name, read) in enumerate(readers):
         if nulls[i >> 3] & 1 << (i & 7):
             values[name] = None
