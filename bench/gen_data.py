@@ -117,6 +117,16 @@ def mutate(database: str, n_updates: int, n_inserts: int, first_new: int, salt: 
     conn.close()
 
 
+def drop_new(database: str, first_new: int) -> None:
+    """Delete the transactions `mutate` inserted from row number `first_new` on (ids have one
+    width: they compare as text), so a kept source has its generated count again."""
+    conn = mysql_conn(database)
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM transactions WHERE transaction_id >= CONCAT('TX', LPAD(%s, 10, "
+                    "'0'))", (first_new,))
+    conn.close()
+
+
 def source_totals(database: str) -> dict[str, object]:
     """What every correct load must reproduce: rows, sum of amounts, sales."""
     conn = mysql_conn(database)
