@@ -26,6 +26,8 @@ PYTHON = sys.executable  # runs the pipeline: only requirements.txt, as in produ
 # own (`scripts/setup.sh --bench`): the pipeline is measured with exactly its production
 # dependencies (requirements.txt), nothing the baselines pull in next to it.
 BASELINE_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
+# The package installed without extras (no chDB, hence no pandas): scripts/setup.sh --bench
+SERVER_ONLY_PYTHON = ROOT / ".venv-server" / "bin" / "python"
 
 
 def baseline_has(*modules: str) -> bool:

@@ -23,6 +23,7 @@ from common import (
     BASELINE_PYTHON,
     PYTHON,
     ROOT,
+    SERVER_ONLY_PYTHON,
     ClickHouseServer,
     baseline_has,
     clickhouse_client,
@@ -151,6 +152,7 @@ class Ctx:
 # warehouse, `reconcile.sweep_deletes`).
 FIRST_LOAD = "full load (etl_pipeline.py, first run)"
 FULL_REFRESH = "full refresh (etl_pipeline.py --full-refresh)"
+SERVER_ONLY_LOAD = "full load, server-only install (no chDB, no pandas)"
 
 
 def reset_checkpoint(source_db: str, pipeline: str) -> None:
@@ -193,6 +195,18 @@ def server_methods(ctx: Ctx, source_db: str, rows: int, naive: bool) -> list[Met
         Method(FULL_REFRESH, "clickhouse-server", "full",
                [PYTHON, "etl_pipeline.py", "--full-refresh"], env, rows=rows, check=totals),
     ]
+    if SERVER_ONLY_PYTHON.exists():  # the same load from an install without chDB and pandas
+        only_db = ctx.db("dw_server_only")
+        only_env = pipeline_env(ctx, ctx.server_url(only_db), "bench_server_only", source_db)
+
+        def prep_only() -> None:
+            client.execute(f"DROP DATABASE IF EXISTS {only_db}")
+            reset_checkpoint(source_db, "bench_server_only")
+
+        methods.append(Method(SERVER_ONLY_LOAD, "clickhouse-server", "full",
+                              [str(SERVER_ONLY_PYTHON), "etl_pipeline.py"], only_env,
+                              prep=prep_only, rows=rows, check=lambda: as_totals(client.execute(
+                                  totals_sql(f"{only_db}.v_fact_sales"))[0])))
     if naive:
         methods.append(Method(
             "naive (fetchall -> pandas apply -> tuples)", "clickhouse-server", "full",

@@ -130,6 +130,8 @@ def targets(rows: list[dict]) -> list[dict]:
         big[server], _find(rows, server, "scale", "reference")), 1.0)
     add("server: full load / server's own pull, 1x rows", ratio(full[server], pull), 1.3,
         noop=ratio(noop[server], pull))
+    add("server: the same from a server-only install (no chDB, no pandas), 1x rows", ratio(
+        _find(rows, server, "full", "full load, server-only"), pull), 1.3)
     add("chdb: full load / connectorx -> chDB raw copy, 1x rows", ratio(
         full[chdb], _find(rows, chdb, "full", RAW_COPY)), 1.0)
     add("chdb: full load / connectorx -> chDB raw copy, 10x rows", ratio(

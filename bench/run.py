@@ -279,7 +279,7 @@ def run_scale(ctx: m.Ctx, args: argparse.Namespace) -> list[m.Method]:
     loads: list[m.Method] = []
     if "server" in args.engines:
         loads += [x for x in m.server_methods(big, big_db, big_rows, naive=False)
-                  if x.name != m.FULL_REFRESH]
+                  if x.name not in (m.FULL_REFRESH, m.SERVER_ONLY_LOAD)]
     if "chdb" in args.engines:
         loads += [x for x in m.chdb_methods(big, big_db, big_rows)
                   if x.name == m.FIRST_LOAD]
@@ -318,7 +318,7 @@ def drop_source(database: str) -> None:
 
 def cleanup(ctx: m.Ctx, source_dbs: list[str]) -> None:
     client = clickhouse_client(ctx.server)
-    for role in ("dw", "ref", "naive", "cdc", "binlog", "peers"):
+    for role in ("dw", "ref", "naive", "cdc", "binlog", "peers", "dw_server_only"):
         client.execute(f"DROP DATABASE IF EXISTS {ctx.db(role)}")
     for db in source_dbs:
         drop_source(db)

@@ -18,6 +18,12 @@ fi
 # even where PYTHONDONTWRITEBYTECODE is set. Stale files are recompiled in memory, never used.
 .venv/bin/python -m compileall -q ewallet_etl
 if [ "${1:-}" = "--bench" ]; then
+  # A server-only install (the package without extras: no chDB, so no pandas), timed beside
+  # the full one: what a run costs when nothing imports pandas.
+  if [ ! -x .venv-server/bin/python ]; then
+    python3 -m venv .venv-server
+  fi
+  .venv-server/bin/python -m pip install -q --disable-pip-version-check -e .
   if [ ! -x .venv-bench/bin/python ]; then
     python3 -m venv .venv-bench
   fi

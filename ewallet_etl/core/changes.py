@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 from hashlib import blake2b
 from typing import Any, Callable, NamedTuple, Sequence
@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from ewallet_etl.core import events, transform, value_rules, version_scheme
 from ewallet_etl.core.events import BadEvent, BadRow, ChangeEvent, Op, Reject
-from ewallet_etl.core.instants import EPOCH
+from ewallet_etl.core.instants import EPOCH, NAIVE_EPOCH
 
 TABLE = "cdc_transactions"
 MAX_ID = (1 << 32) - 1  # the source's INT UNSIGNED
@@ -118,12 +118,13 @@ def _seconds(value: Any) -> int:
     if value is None:
         raise BadEvent("missing transaction_time")
     if isinstance(value, datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        moment = value
     else:
         moment = events.iso_time(value, "transaction_time")
     if moment.microsecond:
         raise BadEvent("transaction_time has fractions of a second")
-    seconds = (moment - EPOCH) // SECOND
+    # naive: UTC wall-clock time, no conversion per row; aware: the difference takes the offset
+    seconds = (moment - (EPOCH if moment.tzinfo else NAIVE_EPOCH)) // SECOND
     if not 0 <= seconds <= MAX_DATETIME:
         raise BadEvent("transaction_time outside DateTime range (1970-01-01..2106-02-07)")
     return seconds
