@@ -30,16 +30,21 @@ BASELINE_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 SERVER_ONLY_PYTHON = ROOT / ".venv-server" / "bin" / "python"
 
 
-def baseline_has(*modules: str) -> bool:
-    """Whether the baselines' venv exists and can import `modules`."""
-    if not BASELINE_PYTHON.exists():
+def venv_has(python: Path, *modules: str) -> bool:
+    """Whether the venv of `python` exists and can import `modules`."""
+    if not python.exists():
         return False
     import subprocess
 
     code = ("import importlib.util as u, sys; "
             "sys.exit(not all(u.find_spec(m) for m in sys.argv[1:]))")
-    return subprocess.run([str(BASELINE_PYTHON), "-c", code, *modules],
+    return subprocess.run([str(python), "-c", code, *modules],
                           capture_output=True).returncode == 0
+
+
+def baseline_has(*modules: str) -> bool:
+    """Whether the baselines' venv exists and can import `modules`."""
+    return venv_has(BASELINE_PYTHON, *modules)
 
 
 @dataclass(frozen=True)

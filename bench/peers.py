@@ -19,13 +19,12 @@ client reads system.settings.readonly (not in 18.16), so it is used with chDB on
 from __future__ import annotations
 
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
 
-from common import ROOT, clickhouse_client, mysql_table_function
+from common import ROOT, clickhouse_client, mysql_table_function, venv_has
 from methods import BENCH, Ctx, Method, as_totals, chdb_sql, totals_sql, tsv_totals
 
 PEERS = ROOT / ".venv-peers"
@@ -52,12 +51,7 @@ def note(text: str) -> None:
 
 def peers_has(*modules: str) -> bool:
     """Whether the peers' venv exists and can import `modules`."""
-    if not PEERS_PYTHON.exists():
-        return False
-    code = ("import importlib.util as u, sys; "
-            "sys.exit(not all(u.find_spec(m) for m in sys.argv[1:]))")
-    return subprocess.run([str(PEERS_PYTHON), "-c", code, *modules],
-                          capture_output=True).returncode == 0
+    return venv_has(PEERS_PYTHON, *modules)
 
 
 def sling_binary() -> Path | None:
