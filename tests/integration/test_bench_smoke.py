@@ -20,12 +20,19 @@ from tests.helpers import ROOT
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def baseline_has(*modules: str) -> bool:
-    """bench/common.py's check of the baselines' venv."""
+def venv_has(venv: str, *modules: str) -> bool:
+    """bench/common.py's check of a venv of the bench (.venv-bench, .venv-peers)."""
     spec = importlib.util.spec_from_file_location("bench_common", ROOT / "bench" / "common.py")
     common = sys.modules.setdefault("bench_common", importlib.util.module_from_spec(spec))
     spec.loader.exec_module(common)
-    return common.baseline_has(*modules)
+    return common.venv_has(ROOT / venv / "bin" / "python", *modules)
+
+
+def baseline_has(*modules: str) -> bool:
+    return venv_has(".venv-bench", *modules)
+
+
+PEERS = ROOT / ".venv-peers"
 
 
 def test_bench_runs_every_method_and_each_loads_the_source_exactly(tmp_path: Path):
@@ -51,8 +58,22 @@ def test_bench_runs_every_method_and_each_loads_the_source_exactly(tmp_path: Pat
         ("clickhouse-server", "incremental", "incremental"), ("chdb", "incremental", "incremental"),
         ("clickhouse-server", "incremental", "no-op run"), ("chdb", "incremental", "no-op run"),
         ("clickhouse-server", "cdc", "CDC replay"), ("chdb", "cdc", "CDC replay"),
+        ("clickhouse-server", "full", "server pull, plain copy"),
+        ("clickhouse-server", "scale", "reference"),
         ("clickhouse-server", "scale", "full load"), ("chdb", "scale", "full load"),
+        ("clickhouse-server", "scale", "incremental"), ("chdb", "scale", "incremental"),
+        ("clickhouse-server", "scale", "no-op run"), ("chdb", "scale", "no-op run"),
     }
+    if (ROOT / ".venv-server" / "bin" / "python").exists():  # scripts/setup.sh --bench
+        expected.add(("clickhouse-server", "full", "full load, server-only install"))
+    if (PEERS / "bin" / "ingestr").exists():
+        expected.add(("clickhouse-server", "full", "ingestr 1.1.22 -> server"))
+    if list(PEERS.glob("lib/python*/site-packages/sling_linux_amd64/bin/sling-linux-amd64")):
+        expected.add(("clickhouse-server", "full",
+                      "sling 1.4.11 --stdout, piped into clickhouse-client"))
+    if venv_has(".venv-peers", "connectorx", "clickhouse_connect", "chdb", "pyarrow"):
+        expected |= {("chdb", group, "connectorx -> clickhouse-connect insert_arrow -> chDB")
+                     for group in ("full", "scale")}
     if "binlog" in subprocess.run([sys.executable, str(ROOT / "cdc-stream.py"), "--help"],
                                   cwd=ROOT, capture_output=True, text=True).stdout:
         expected |= {(engine, "binlog", f"binlog CDC, {workload} statements")
@@ -72,7 +93,8 @@ def test_bench_runs_every_method_and_each_loads_the_source_exactly(tmp_path: Pat
         assert got[(engine, "incremental", "no-op run")]["rows_read"] == [0]
         assert got[(engine, "incremental", "incremental")]["rows_read"] == [600]
     noop_figures = [t for t in doc["targets"] if t["noop_run"] is not None]
-    assert len(noop_figures) == 4, doc["targets"]  # RSS and incremental, per engine
+    # the server's 1x load beside its no-op run; RSS over the no-op run at scale, per engine
+    assert len(noop_figures) == 3, doc["targets"]
     assert doc["source"]["rows"] == 5000
     assert {t["target"] for t in doc["targets"]}
     assert out.with_suffix(".md").read_text().count("|") > 50
