@@ -276,7 +276,8 @@ def _checked(row: dict[str, Any], prefix: str, stamps: list[str]) -> dict[str, A
 def _is_zero_timestamp(value: Any) -> bool:
     """TIMESTAMP 0 is the zero date (or a value out of range the server stored as zero; the
     range starts at 1970-01-01 00:00:01 UTC): None, so the apply rejects it, never 1970."""
-    return isinstance(value, datetime) and ZERO_TIMESTAMP <= value < ZERO_TIMESTAMP_END
+    return (isinstance(value, datetime) and value.tzinfo is None
+            and ZERO_TIMESTAMP <= value < ZERO_TIMESTAMP_END)
 
 
 def read_changes(reader: BinLogStreamReader, start: Position,

@@ -3,6 +3,7 @@ checks on fake variable/grant lists, resumability, and rows events -> change eve
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
@@ -18,6 +19,7 @@ from ewallet_etl.core.binlog_position import (
     variable_problems,
     version,
 )
+from ewallet_etl.sources.binlog import _is_zero_timestamp
 
 GOOD_VARIABLES = {"log_bin": "ON", "binlog_format": "ROW", "binlog_row_image": "FULL",
                   "binlog_row_metadata": "FULL", "server_id": "1"}
@@ -305,6 +307,33 @@ def test_datetime2_reader(fsp, fraction, micro):
     assert _datetime2_reader(fsp)(raw, 0) == (datetime(2025, 1, 2, 3, 4, 5, micro), len(raw))
 
 
+def test_time_readers_reuse_a_value_only_for_the_same_bytes():
+    """Rows of one statement share their times: the readers reuse the last value, and only
+    for identical bytes (a zero date after a valid one, a new second, a new fraction)."""
+    from ewallet_etl.sources.binlog_decode import _datetime2_reader, _timestamp2_reader
+
+    read = _datetime2_reader(0)
+    a, b = _datetime2(2025, 1, 2, 3, 4, 5), _datetime2(2025, 1, 2, 3, 4, 6)
+    zero = bytes.fromhex("8000000000")
+    buf = a + a + b + zero + a
+    got, pos = [], 0
+    for _ in range(5):
+        value, pos = read(buf, pos)
+        got.append(value)
+    assert got == [datetime(2025, 1, 2, 3, 4, 5)] * 2 + [datetime(2025, 1, 2, 3, 4, 6), None,
+                                                         datetime(2025, 1, 2, 3, 4, 5)]
+    stamp = _timestamp2_reader(6)
+    one, two = (1_735_689_600).to_bytes(4, "big"), (1_735_689_601).to_bytes(4, "big")
+    frac = (7).to_bytes(3, "big"), (8).to_bytes(3, "big")
+    buf = one + frac[0] + one + frac[0] + one + frac[1] + two + frac[1]
+    got, pos = [], 0
+    for _ in range(4):
+        value, pos = stamp(buf, pos)
+        got.append(value)
+    assert got == [datetime(2025, 1, 1, 0, 0, 0, 7), datetime(2025, 1, 1, 0, 0, 0, 7),
+                   datetime(2025, 1, 1, 0, 0, 0, 8), datetime(2025, 1, 1, 0, 0, 1, 8)]
+
+
 def test_datetime2_reader_gives_none_for_a_zero_date():
     from ewallet_etl.sources.binlog_decode import _datetime2_reader
 
@@ -492,3 +521,15 @@ def test_a_zero_timestamp_becomes_none_and_is_rejected():
     (change,) = row_changes(event, Position.of("binlog.000001", 4))
     assert change.row["updated_at"] is None
     assert change.row["created_at"] == datetime(2025, 1, 1)
+
+
+@pytest.mark.parametrize(("value", "zero"), [
+    (datetime(1970, 1, 1), True),  # TIMESTAMP 0, as both decoders give it
+    (datetime(1970, 1, 1, 0, 0, 0, 500_000), True),  # 0 with a fraction: still the zero date
+    (datetime(1970, 1, 1, 0, 0, 1), False),  # the first valid TIMESTAMP
+    (datetime(2025, 1, 1), False),
+    (datetime(1970, 1, 1, tzinfo=timezone.utc), False),  # aware: not a decoder's zero
+    (None, False), ("1970-01-01 00:00:00", False),
+])
+def test_the_zero_timestamp_is_told_from_real_instants(value, zero):
+    assert _is_zero_timestamp(value) is zero
