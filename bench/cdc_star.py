@@ -150,35 +150,38 @@ def _checked(target: dict, source: str) -> bool:
                for v in views)
 
 
+def _follow(target: dict) -> tuple[subprocess.Popen, list, list[str]]:
+    """Start the target's `--follow` stream; a thread keeps its log (`tail`) and, from its
+    "batch: ... position=F:P" lines, when each micro-batch landed (`applied`)."""
+    proc = subprocess.Popen(_argv("--follow"), env={**os.environ, **target["env"]}, cwd=ROOT,
+                            text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    applied: list[tuple[float, tuple[str, int]]] = []
+    tail: list[str] = []
+
+    def follow_log() -> None:
+        for line in proc.stderr or ():
+            tail.append(line)
+            if found := BATCH_LINE.search(line):
+                applied.append((time.perf_counter(), (found.group(1), int(found.group(2)))))
+
+    threading.Thread(target=follow_log, daemon=True).start()
+    return proc, applied, tail
+
+
 def _lag(target: dict, source: str, samples: int, first_id: int) -> dict:
     """Commit-to-visible latency under a trickle of single-row commits, with --follow."""
     view = "v_fact_sales" if target["star"] else "v_cdc_transactions"
-    env = {**os.environ, **target["env"]}
     sql = f"SELECT count() FROM analytics_dw.{view} WHERE transaction_id = {{tx:String}}"
-    proc = subprocess.Popen(_argv("--follow"), env=env, cwd=ROOT, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    tail: list[str] = []  # the stream's log, shown if a row never arrives
+    proc, applied, tail = _follow(target)
     if target["engine"] == "chdb":
         # A chDB folder admits one process, the stream's: nothing else can query it. Visible
         # here = the micro-batch holding the commit has landed, told by the stream's own log
         # line ("batch: ... position=F:P") at or past the commit's binlog position.
-        applied: list[tuple[float, tuple[str, int]]] = []
-
-        def follow_log() -> None:
-            for line in proc.stderr or ():
-                tail.append(line)
-                if found := BATCH_LINE.search(line):
-                    applied.append((time.perf_counter(),
-                                    (found.group(1), int(found.group(2)))))
-
-        threading.Thread(target=follow_log, daemon=True).start()
         view = "the stream's applied batch (chDB: one process per folder)"
 
         def visible(tx: str, end: tuple[str, int]) -> float | None:
             return next((at for at, position in applied if position >= end), None)
     else:
-        threading.Thread(target=lambda: tail.extend(proc.stderr or ()), daemon=True).start()
-
         def visible(tx: str, end: tuple[str, int]) -> float | None:
             found = target["query"](sql, {"tx": tx})[0][0]
             return time.perf_counter() if int(found) else None
@@ -218,21 +221,9 @@ def _lag_under_load(target: dict, source: str, rate: int, seconds: int, first_id
     second for `seconds`: every 20th commit is followed (its binlog end read right after it)
     until it is visible, as in `_lag`; each poll asks about every commit still waiting at
     once (one query), so a batch that lands many of them is timed when it lands."""
-    env = {**os.environ, **target["env"]}
     sql = ("SELECT transaction_id FROM analytics_dw.v_fact_sales "
            "WHERE transaction_id IN {ids:Array(String)}")
-    proc = subprocess.Popen(_argv("--follow"), env=env, cwd=ROOT, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    applied: list[tuple[float, tuple[str, int]]] = []
-    tail: list[str] = []
-
-    def follow_log() -> None:
-        for line in proc.stderr or ():
-            tail.append(line)
-            if found := BATCH_LINE.search(line):
-                applied.append((time.perf_counter(), (found.group(1), int(found.group(2)))))
-
-    threading.Thread(target=follow_log, daemon=True).start()
+    proc, applied, tail = _follow(target)
     sampled: list[tuple[str, float, tuple[str, int]]] = []
     total = rate * seconds
     done = threading.Event()

@@ -108,6 +108,12 @@ def run_group(group: list[m.Method], repeat: int, warmup: bool = False) -> None:
                 method.runs.append(run)
 
 
+def catch_up(incremental: list[m.Method]) -> None:
+    """Run each incremental command once more, untimed, for what a timed run left for later."""
+    run_group([m.Method(x.name, x.engine, "catch-up", x.argv, x.env) for x in incremental], 0,
+              warmup=True)
+
+
 def check(group: list[m.Method], expected: dict) -> None:
     for method in group:
         if method.check is None or not method.runs or method.runs[-1].returncode != 0:
@@ -208,8 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         run_group(incremental, 1)
     # An open transaction of anyone else on the shared server holds the window's end below it
     # (the watermark rule): what a run left for later, an untimed catch-up run loads.
-    catch_up = [m.Method(x.name, x.engine, "catch-up", x.argv, x.env) for x in incremental]
-    run_group(catch_up, 0, warmup=True)
+    catch_up(incremental)
     check(incremental, gen_data.source_totals(args.source_db))
     noop = m.noop_methods(incremental)
     run_group(noop, args.repeat)
@@ -296,8 +301,7 @@ def run_scale(ctx: m.Ctx, args: argparse.Namespace) -> list[m.Method]:
     gen_data.mutate(big_db, args.changes, args.changes, first_new=big_rows + 1, salt="scale")
     wait_for_quiet_source()
     run_group(changed, 1)
-    catch_up = [m.Method(x.name, x.engine, "catch-up", x.argv, x.env) for x in changed]
-    run_group(catch_up, 0, warmup=True)
+    catch_up(changed)
     check(changed, gen_data.source_totals(big_db))
     noop = [replace(x, group="scale", runs=[]) for x in m.noop_methods(changed)]
     run_group(noop, 1)

@@ -137,6 +137,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def refusals_table(refused: Iterable[tuple[str, int, str, str]]) -> pa.Table:
+    """(record_key, _version, reason, raw) tuples -> the rejects `quarantine_rows` takes."""
+    keys, versions, reasons, raws = zip(*refused, strict=True)
+    return pa.table({"record_key": pa.array(keys, pa.string()),
+                     "_version": pa.array(versions, pa.uint64()),
+                     "reason": pa.array(reasons, pa.string()),
+                     "raw": pa.array(raws, pa.string())})
+
+
 def quarantine_rows(rejects: pa.Table, source: str, run_id: str, at: datetime) -> pa.Table:
     """Transform rejects (record_key, _version, reason, raw) -> etl_quarantine rows."""
     n = rejects.num_rows

@@ -115,6 +115,15 @@ def read_settings() -> Settings | None:
     return settings
 
 
+def configured() -> Settings | None:
+    """The settings, with logging set up at their level (None: a configuration error, logged),
+    for the commands without log-format flags."""
+    settings = read_settings()
+    if settings is not None:
+        setup_logging(settings.log_level)
+    return settings
+
+
 def _fail(exc: BaseException, debug: bool) -> int:
     """One clear line naming what failed; the stack only with --debug."""
     first = first_line(exc)
@@ -233,10 +242,9 @@ def init_main(argv: Sequence[str] | None = None, prog: str = "ewallet-etl init")
     parser.add_argument("--apply", action="store_true",
                         help="run the statements shown (ALTER TABLE / CREATE INDEX / CREATE TABLE)")
     args = parser.parse_args(argv)
-    settings = read_settings()
+    settings = configured()
     if settings is None:
         return EXIT_USAGE
-    setup_logging(settings.log_level)
     from ewallet_etl.sources import mysql as source_mysql
     from ewallet_etl.sources import mysql_setup
 
@@ -273,10 +281,9 @@ def status_main(argv: Sequence[str] | None = None, prog: str = "ewallet-etl stat
         epilog=ENVIRONMENT + " ETL_PIPELINE_NAME.")
     parser.add_argument("--json", action="store_true", help="one JSON document, for machines")
     args = parser.parse_args(argv)
-    settings = read_settings()
+    settings = configured()
     if settings is None:
         return EXIT_USAGE
-    setup_logging(settings.log_level)
     from ewallet_etl.pipelines.status import status
 
     try:
@@ -298,10 +305,9 @@ def report_main(argv: Sequence[str] | None = None, prog: str = "ewallet-etl repo
     parser.add_argument("--out", type=Path, default=Path("daily_volume.png"),
                         help="the chart's file (default: daily_volume.png)")
     args = parser.parse_args(argv)
-    settings = read_settings()
+    settings = configured()
     if settings is None:
         return EXIT_USAGE
-    setup_logging(settings.log_level)
     from ewallet_etl.pipelines.report import daily_volume, write_chart
 
     try:
@@ -336,10 +342,9 @@ def sql_main(argv: Sequence[str] | None = None, prog: str = "python -m ewallet_e
     args = parser.parse_args(argv)
     if bool(args.sql) == bool(args.file):
         parser.error("give either SQL or --file")
-    settings = read_settings()
+    settings = configured()
     if settings is None:
         return EXIT_USAGE
-    setup_logging(settings.log_level)
     from ewallet_etl.warehouse import open_warehouse
 
     try:

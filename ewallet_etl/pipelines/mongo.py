@@ -40,6 +40,7 @@ from ewallet_etl.audit import (
     quarantine_rows,
     record_run,
     record_start,
+    refusals_table,
 )
 from ewallet_etl.config import Settings
 from ewallet_etl.core import star, transform, value_rules
@@ -197,14 +198,9 @@ def load_documents(wh: Warehouse, docs: Sequence[dict[str, Any]], report: MongoR
                                           "transaction_id": pa.array(tx_ids, pa.string()),
                                           "_version": pa.array(versions, pa.uint64())}))
     if refused:
-        keys, versions, reasons, raws = zip(*refused, strict=True)
-        table = pa.table({"record_key": pa.array(keys, pa.string()),
-                          "_version": pa.array(versions, pa.uint64()),
-                          "reason": pa.array(reasons, pa.string()),
-                          "raw": pa.array(raws, pa.string())})
-        wh.insert("etl_quarantine", quarantine_rows(table, QUARANTINE_SOURCE, report.run_id,
-                                                    report.started_at))
-        count_reasons(report.reject_reasons, reasons)
+        wh.insert("etl_quarantine", quarantine_rows(refusals_table(refused), QUARANTINE_SOURCE,
+                                                    report.run_id, report.started_at))
+        count_reasons(report.reject_reasons, (reason for _, _, reason, _ in refused))
         report.rejected += len(refused)
 
 

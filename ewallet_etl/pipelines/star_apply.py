@@ -9,9 +9,7 @@ import logging
 from datetime import datetime
 from typing import Any, Protocol, Sequence
 
-import pyarrow as pa
-
-from ewallet_etl.audit import count_reasons, quarantine_rows
+from ewallet_etl.audit import count_reasons, quarantine_rows, refusals_table
 from ewallet_etl.core import star, transform
 from ewallet_etl.core.changes import Change, event_reject, to_change
 from ewallet_etl.core.events import BadEvent, ChangeEvent, Op
@@ -73,12 +71,8 @@ def apply_transactions(wh: Warehouse, changes: Sequence[Change], report: Counts)
         wh.insert("fact_sales", star.tombstones(gone_keys, gone_versions))
         report.star_rows += len(gone_keys)
     if refused_rows:  # counted already, by the replica's apply
-        keys, versions, reasons, raws = zip(*refused_rows, strict=True)
-        rejects = pa.table({"record_key": pa.array(keys, pa.string()),
-                            "_version": pa.array(versions, pa.uint64()),
-                            "reason": pa.array(reasons, pa.string()),
-                            "raw": pa.array(raws, pa.string())})
-        wh.insert("etl_quarantine", quarantine_rows(rejects, QUARANTINE_SOURCE, report.run_id,
+        wh.insert("etl_quarantine", quarantine_rows(refusals_table(refused_rows),
+                                                    QUARANTINE_SOURCE, report.run_id,
                                                     report.started_at))
 
 

@@ -39,13 +39,14 @@ class ExistingIds:
         """Per row: 1 where the id has a row in the source's dimension table, else 0."""
         valid = pc.fill_null(pc.is_valid(ids), False).to_numpy(zero_copy_only=False)
         values = pc.fill_null(ids, 0).to_numpy(zero_copy_only=False).astype(np.int64)
-        if values.size and 0 <= values.min() and values.max() < DENSE_IDS:
-            return self._found_dense(values, valid)
+        top = int(values.max()) if values.size else 0
+        if values.size and 0 <= values.min() and top < DENSE_IDS:
+            return self._found_dense(values, valid, top)
         return self._found_sorted(values, valid)
 
-    def _found_dense(self, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        if self._flags.size <= values.max():  # grown to the largest id seen, once
-            flags = np.zeros(int(values.max()) + 1, dtype=np.int8)
+    def _found_dense(self, values: np.ndarray, valid: np.ndarray, top: int) -> np.ndarray:
+        if self._flags.size <= top:  # grown to the largest id seen, once
+            flags = np.zeros(top + 1, dtype=np.int8)
             flags[:self._flags.size] = self._flags
             self._flags = flags
         found = self._flags[values] & valid
