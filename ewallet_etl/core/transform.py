@@ -8,6 +8,7 @@ to the warehouse's Decimal(18, 2), never a float.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -201,14 +202,21 @@ def decode_times(batch: pa.Table) -> pa.Table:
     if not (pa.types.is_integer(column.type) or pa.types.is_decimal(column.type)):
         return batch
     whole, micros = _number_parts(column)
-    valid = pc.fill_null(pc.is_valid(column), False).to_numpy(zero_copy_only=False)
-    values = np.where(valid, whole, 0)
-    second, minute = values % 100, values // 100 % 100
-    hour, day = values // 10_000 % 100, values // 1_000_000 % 100
-    month, year = values // 100_000_000 % 100, values // 10_000_000_000
-    ok = (valid & (year >= 1) & (month >= 1) & (month <= 12) & (day >= 1)
-          & (day <= _days_in_month(year, month)) & (hour < 24) & (minute < 60) & (second < 60))
-    epoch_us = ((_days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60
+    if column.null_count:
+        valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
+        values = np.where(valid, whole, 0)
+    else:
+        valid, values = np.ones(len(whole), bool), whole
+    date, clock = np.divmod(values, 1_000_000)
+    year_month, day = np.divmod(date, 100)
+    year, month = np.divmod(year_month, 100)
+    hour, minute_second = np.divmod(clock, 10_000)
+    minute, second = np.divmod(minute_second, 100)
+    first_day, month_days = _month_table()
+    month_index = np.clip(year * 12 + month - 1, 0, len(first_day) - 1)
+    ok = (valid & (year >= 1) & (year <= 9999) & (month >= 1) & (month <= 12) & (day >= 1)
+          & (day <= month_days[month_index]) & (hour < 24) & (minute < 60) & (second < 60))
+    epoch_us = (((first_day[month_index] + day - 1) * 86_400 + hour * 3_600 + minute * 60
                  + second) * 1_000_000 + micros)
     times = pa.array(epoch_us, pa.int64(), mask=None if ok.all() else ~ok).cast(
         pa.timestamp("us"))
@@ -243,10 +251,16 @@ def _number_parts(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return whole.astype(np.int64), micros.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _days_in_month(year: np.ndarray, month: np.ndarray) -> np.ndarray:
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-    days = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31, 31], dtype=np.int64)
-    return days[np.clip(month, 1, 12) - 1] + ((month == 2) & leap)
+@functools.cache
+def _month_table() -> tuple[np.ndarray, np.ndarray]:
+    """Per month of the years 0-9999 (index year * 12 + month - 1): the days from 1970-01-01
+    to its first day, and its number of days. A lookup instead of calendar arithmetic per
+    row: a third of the time."""
+    years = np.repeat(np.arange(10_000, dtype=np.int64), 12)
+    months = np.tile(np.arange(1, 13, dtype=np.int64), 10_000)
+    first = _days_from_civil(years, months, np.ones_like(years))
+    after = _days_from_civil(np.array([10_000]), np.array([1]), np.array([1]))
+    return first, np.diff(first, append=after)
 
 
 def _days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
