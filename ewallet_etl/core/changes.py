@@ -114,15 +114,15 @@ def _status(value: Any) -> str:
 
 
 def _seconds(value: Any) -> int:
-    """transaction_time -> whole seconds; a naive datetime (binlog) is UTC, a text needs Z."""
+    """transaction_time -> whole seconds (floored, as the batch does: the warehouse keeps
+    DateTime seconds, so a column widened to DATETIME(6) loads the same from both); a naive
+    datetime (binlog) is UTC, a text needs an offset."""
     if value is None:
         raise BadEvent("missing transaction_time")
     if isinstance(value, datetime):
         moment = value
     else:
         moment = events.iso_time(value, "transaction_time")
-    if moment.microsecond:
-        raise BadEvent("transaction_time has fractions of a second")
     # naive: UTC wall-clock time, no conversion per row; aware: the difference takes the offset
     seconds = (moment - (EPOCH if moment.tzinfo else NAIVE_EPOCH)) // SECOND
     if not 0 <= seconds <= MAX_DATETIME:
