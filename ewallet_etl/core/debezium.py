@@ -11,7 +11,9 @@ are disabled. The rules, one per logical type (Debezium 2.x defaults):
   DDL-MySQL-Source.sql). A source whose amount has another scale must send schemas or use
   `decimal.handling.mode=string`.
 * `io.debezium.data.VariableScaleDecimal`: `{scale, value}` with the same bytes.
-* `decimal.handling.mode=string`: a decimal text, taken as it is.
+* `decimal.handling.mode=string`: a decimal text, taken as it is. Without a schema, a money
+  text is decimal text when it has a point (string mode writes the column's scale: "1234.00")
+  and base64 otherwise; digits alone fit both readings and are refused.
 * `decimal.handling.mode=double`: a JSON number. It is parsed as written (never through a
   float) and accepted only with at most 15 significant digits: every such decimal survives the
   trip through an IEEE double unchanged (DBL_DIG = 15), so the text is the source's value. A
@@ -72,11 +74,24 @@ def decode_row(row: Mapping[str, Any], schemas: Mapping[str, Mapping[str, Any]])
         schema = schemas.get(name)
         if schema is not None:
             out[name] = _by_schema(name, value, schema)
-        elif name in MONEY and isinstance(value, str) and not is_decimal_text(value):
-            out[name] = decimal_from_bytes(value, SOURCE_AMOUNT_SCALE, name)
+        elif name in MONEY and isinstance(value, str):
+            out[name] = schemaless_money(value, name)
         elif name in TIMES and type(value) is int:
             out[name] = from_epoch(value, 1000 if abs(value) < MILLIS_BELOW else 1, name)
     return out
+
+
+def schemaless_money(value: str, name: str) -> Any:
+    """A money text without its schema: decimal text when it has a point (string mode writes
+    every digit of the column's scale, "1234.00"), else precise base64 at the source's scale.
+    Digits alone are both valid decimal text and valid base64 (of a negative number), so they
+    are refused rather than guessed at."""
+    if is_decimal_text(value):
+        if "." in value:
+            return value
+        raise DecodeError(f"{name} without a schema is ambiguous (digits only: decimal text or "
+                          f"base64?); send schemas or use decimal.handling.mode=string")
+    return decimal_from_bytes(value, SOURCE_AMOUNT_SCALE, name)
 
 
 def _by_schema(name: str, value: Any, schema: Mapping[str, Any]) -> Any:

@@ -72,6 +72,28 @@ def test_without_a_schema_a_base64_amount_is_read_at_the_source_scale():
     assert event.row["transaction_time"] == datetime(2025, 1, 10, 8, 15, tzinfo=timezone.utc)
 
 
+@pytest.mark.parametrize("amount, expected", [
+    ("1234.50", Decimal("1234.50")),  # string mode: the column's scale after a point
+    (precise(Decimal("26.00")), Decimal("26.00")),  # precise mode: base64 of the unscaled value
+])
+def test_without_a_schema_a_money_text_is_decimal_text_only_with_a_point(amount, expected):
+    messages, _ = history(mode="precise", schemas=False)
+    envelope = json.loads(messages[0])
+    envelope["after"]["amount"] = amount
+    event = parse_record(json.dumps(envelope), "ewallet_source")
+    assert isinstance(event, ChangeEvent) and to_change(event).amount == expected
+
+
+def test_without_a_schema_digits_alone_are_refused_not_guessed():
+    """"1234" is valid decimal text and valid base64 (of -26588.24): neither reading is safe."""
+    assert decimal_from_bytes("1234", 2, "amount") == Decimal("-26588.24")
+    messages, _ = history(mode="precise", schemas=False)
+    envelope = json.loads(messages[0])
+    envelope["after"]["amount"] = "1234"
+    item = parse_record(json.dumps(envelope), "ewallet_source")
+    assert isinstance(item, Reject) and "ambiguous" in item.reason
+
+
 def test_a_schema_that_says_decimal_without_a_scale_is_refused():
     messages, _ = history(mode="precise")
     envelope = json.loads(messages[2])
