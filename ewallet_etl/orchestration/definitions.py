@@ -12,27 +12,34 @@ at import, so `dagster definitions validate` works anywhere.
 Assets (the warehouse's tables, by what fills them):
 * `dim_users`, `dim_merchants`, `fact_sales`: the MySQL batch, one run for the three
   (incremental; the schedule `incremental_batch` runs it every 15 minutes).
-* `fact_sales_by_day`: the same facts by day of transaction_time, daily partitions: a
-  backfill of a range reloads exactly those days, in one run (`run_backfill`).
+* `fact_sales_by_day`: the same facts by day of transaction_time, daily partitions from
+  FIRST_DAY: a backfill of a range reloads exactly those days, in one run (`run_backfill`),
+  then the check `partition_reconciled` compares just those days.
 * `cdc_replicas`: the binlog CDC, a bounded run (the sensor `binlog_cdc` asks for one every
-  minute, so the stream's health shows as runs).
+  minute unless one is still in progress, so the stream's health shows as runs).
 * `mongodb_facts`: the MongoDB documents.
 * `daily_volume_report`: the chart of sales per day and category (`ewallet-etl report`).
 Checks: `reconciled_to_the_cent` (fact_sales vs the source, per day), `quarantine_is_empty`
-(a warning), `fresh_enough` (the batch's lag against ETL_MAX_LAG_SECONDS, default 1 hour).
+(a warning), `fresh_enough` (the batch's lag against ETL_MAX_LAG_SECONDS, default 1 hour),
+`partition_reconciled` (fact_sales_by_day: the partition's days only).
+
+The schedule and the sensor start RUNNING, so a fresh instance (docker compose, dagster.sh)
+runs them without a click. Every asset is in the pool `ewallet_warehouse` and every job carries
+the tag WAREHOUSE_TAG: with this folder's dagster.yaml (a queue, a limit of 1 on both), runs that
+touch the warehouse never overlap, which embedded chDB (one process per folder) requires.
 """
 
 # No `from __future__ import annotations`: Dagster reads the context parameters' types.
 import warnings
-from datetime import date, timedelta
-from typing import Iterator
+from datetime import date
+from typing import Any, Iterator
 
 import dagster as dg
 
 from ewallet_etl.config import Settings
 
 
-class EtlSettings(dg.ConfigurableResource):  # type: ignore[type-arg]
+class EtlSettings(dg.ConfigurableResource):
     """The pipeline's settings, read from the environment (and .env) when a run starts."""
 
     def settings(self) -> Settings:
@@ -40,7 +47,20 @@ class EtlSettings(dg.ConfigurableResource):  # type: ignore[type-arg]
         return Settings.from_env()
 
 
+# One queue for the warehouse: the pool (every asset, however a run is launched) and the tag
+# (every job's runs) are both limited to 1 in dagster.yaml.
+POOL = "ewallet_warehouse"
+WAREHOUSE_TAG = {"ewallet_etl/warehouse": "settings"}
+# Early enough for any wallet's history; older days stay reachable through the CLI's
+# `ewallet-etl run --since/--until`. A constant: partitions are fixed at import, settings are not.
+FIRST_DAY = "2010-01-01"
+IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+               dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+               dg.DagsterRunStatus.CANCELING]
+
+
 @dg.multi_asset(
+    pool=POOL,
     specs=[dg.AssetSpec("dim_users", group_name="mysql"),
            dg.AssetSpec("dim_merchants", group_name="mysql"),
            dg.AssetSpec("fact_sales", group_name="mysql", deps=["dim_users", "dim_merchants"])],
@@ -52,18 +72,18 @@ def mysql_batch(context: dg.AssetExecutionContext,
 
     report = run_batch(etl.settings())
     context.log.info(report.summary())
-    meta = {"rows_read": report.rows_read, "rows_loaded": report.rows_loaded,
+    meta: dict[str, Any] = {"rows_read": report.rows_read, "rows_loaded": report.rows_loaded,
             "rejected": report.rows_rejected, "window": str(report.window),
             "status": report.status}
     for key in ("dim_users", "dim_merchants", "fact_sales"):
         yield dg.MaterializeResult(asset_key=key, metadata=meta)
 
 
-DAYS = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_offset=1)
+DAYS = dg.DailyPartitionsDefinition(start_date=FIRST_DAY, end_offset=1)
 
 
-def fact_sales_by_day(context: dg.AssetExecutionContext,
-                      etl: EtlSettings) -> dg.MaterializeResult:
+def _fact_sales_by_day(context: dg.AssetExecutionContext,
+                       etl: EtlSettings) -> dg.MaterializeResult:
     from ewallet_etl.pipelines.batch import run_backfill
 
     window = context.partition_time_window
@@ -77,16 +97,18 @@ def fact_sales_by_day(context: dg.AssetExecutionContext,
 
 with warnings.catch_warnings():  # backfill_policy is "beta" in Dagster 1.13: known, wanted
     warnings.simplefilter("ignore")
-    fact_sales_by_day = dg.asset(  # type: ignore[assignment]
-        partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run(),
-        group_name="mysql", deps=["dim_users", "dim_merchants"],
+    fact_sales_by_day = dg.asset(
+        name="fact_sales_by_day", partitions_def=DAYS, pool=POOL,
+        backfill_policy=dg.BackfillPolicy.single_run(), group_name="mysql",
+        deps=["dim_users", "dim_merchants"],
         description="fact_sales by day of transaction_time: a backfill reloads exactly the "
         "chosen days (etl_pipeline.py --since/--until), the checkpoint untouched.",
-    )(fact_sales_by_day)
+    )(_fact_sales_by_day)
 
 
-@dg.asset(group_name="cdc", description="The binlog CDC, a bounded run: the cdc_* replicas and "
-          "the star schema up to the binlog's end at start (cdc-stream.py --source binlog).")
+@dg.asset(group_name="cdc", pool=POOL,
+          description="The binlog CDC, a bounded run: the cdc_* replicas and the star schema "
+          "up to the binlog's end at start (cdc-stream.py --source binlog).")
 def cdc_replicas(context: dg.AssetExecutionContext, etl: EtlSettings) -> dg.MaterializeResult:
     from ewallet_etl.pipelines.binlog import run_binlog
 
@@ -97,7 +119,7 @@ def cdc_replicas(context: dg.AssetExecutionContext, etl: EtlSettings) -> dg.Mate
                                           "rejected": report.apply.rejected})
 
 
-@dg.asset(group_name="mongodb", deps=["dim_users", "dim_merchants"],
+@dg.asset(group_name="mongodb", pool=POOL, deps=["dim_users", "dim_merchants"],
           description="The MongoDB wallet documents into the star schema "
           "(etl_pipeline.py --source mongodb).")
 def mongodb_facts(context: dg.AssetExecutionContext, etl: EtlSettings) -> dg.MaterializeResult:
@@ -109,7 +131,7 @@ def mongodb_facts(context: dg.AssetExecutionContext, etl: EtlSettings) -> dg.Mat
                                           "loaded": report.loaded, "rejected": report.rejected})
 
 
-@dg.asset(group_name="reports", deps=["fact_sales", "mongodb_facts"],
+@dg.asset(group_name="reports", pool=POOL, deps=["fact_sales", "mongodb_facts"],
           description="Sales per day and amount category, with each day's reconciliation "
           "status, as a PNG chart (the same as `ewallet-etl report`).")
 def daily_volume_report(context: dg.AssetExecutionContext,
@@ -168,31 +190,59 @@ def fresh_enough(etl: EtlSettings) -> dg.AssetCheckResult:
                                          "limit_seconds": limit})
 
 
-batch_job = dg.define_asset_job("incremental_batch_job", selection=dg.AssetSelection.assets(
-    "dim_users", "dim_merchants", "fact_sales"))
-binlog_job = dg.define_asset_job("binlog_cdc_job", selection=dg.AssetSelection.assets(
-    "cdc_replicas"))
+# Not partitioned itself (partitioned checks are a preview feature in Dagster 1.13): it runs in
+# the backfill's run and reads that run's days; run alone, it checks every day.
+@dg.asset_check(asset="fact_sales_by_day", blocking=True,
+                description="fact_sales equals the source per day, to the cent, on the days of "
+                "the run's partitions only (a backfill checks what it reloaded)")
+def partition_reconciled(context: dg.AssetCheckExecutionContext,
+                         etl: EtlSettings) -> dg.AssetCheckResult:
+    from ewallet_etl.pipelines.reconcile import compare, describe
+
+    first, end = date.min, date.max
+    if context.has_partition_key or context.has_partition_key_range:
+        window = context.partition_time_window
+        first, end = window.start.date(), window.end.date()
+    # compare() reads every day's totals (four numbers a day, cheap) and drills the differing
+    # ones; only the run's days count here.
+    wrong = [d for d in compare(etl.settings()).mismatches
+             if d.day is not None and first <= d.day < end]
+    return dg.AssetCheckResult(
+        passed=not wrong,
+        metadata={"days": f"[{first}, {end})", "days_differing": len(wrong),
+                  "differences": "; ".join(describe(d) for d in wrong)[:2000] or "none"})
+
+
+batch_job = dg.define_asset_job("incremental_batch_job", tags=WAREHOUSE_TAG,
+                                selection=dg.AssetSelection.assets(
+                                    "dim_users", "dim_merchants", "fact_sales"))
+binlog_job = dg.define_asset_job("binlog_cdc_job", tags=WAREHOUSE_TAG,
+                                 selection=dg.AssetSelection.assets("cdc_replicas"))
+backfill_job = dg.define_asset_job("fact_sales_by_day_job", tags=WAREHOUSE_TAG,
+                                   selection=dg.AssetSelection.assets("fact_sales_by_day"))
 incremental_batch = dg.ScheduleDefinition(job=batch_job, cron_schedule="*/15 * * * *",
-                                          name="incremental_batch")
+                                          name="incremental_batch",
+                                          default_status=dg.DefaultScheduleStatus.RUNNING)
 
 
-@dg.sensor(job=binlog_job, minimum_interval_seconds=60)
-def binlog_cdc(context: dg.SensorEvaluationContext) -> Iterator[dg.RunRequest]:
-    """A bounded binlog run every minute: each run's outcome is the stream's health."""
-    yield dg.RunRequest(run_key=None)
+@dg.sensor(job=binlog_job, minimum_interval_seconds=60,
+           default_status=dg.DefaultSensorStatus.RUNNING)
+def binlog_cdc(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    """A bounded binlog run every minute: each run's outcome is the stream's health. None while
+    one is queued or running: a slow catch-up must not pile runs up behind it."""
+    busy = context.instance.get_run_records(
+        dg.RunsFilter(job_name=binlog_job.name, statuses=IN_PROGRESS), limit=1)
+    if busy:
+        return dg.SkipReason(f"binlog run {busy[0].dagster_run.run_id} is still in progress")
+    return dg.RunRequest()
 
 
 defs = dg.Definitions(
     assets=[mysql_batch, fact_sales_by_day, cdc_replicas, mongodb_facts, daily_volume_report],
-    asset_checks=[reconciled_to_the_cent, quarantine_is_empty, fresh_enough],
-    jobs=[batch_job, binlog_job],
+    asset_checks=[reconciled_to_the_cent, quarantine_is_empty, fresh_enough,
+                  partition_reconciled],
+    jobs=[batch_job, binlog_job, backfill_job],
     schedules=[incremental_batch],
     sensors=[binlog_cdc],
     resources={"etl": EtlSettings()},
 )
-
-
-def days(first: date, last: date) -> list[str]:
-    """Partition keys of the days [first, last] (a backfill's range, as the UI picks it)."""
-    return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
-
