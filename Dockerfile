@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # ewallet-etl: the batch ELT (etl_pipeline.py, the default command: one run) and the CDC stream
-# (cdc-stream.py) in one image. docker-compose.yml runs it as etl_service and cdc_service.
+# (cdc-stream.py) in one image. docker-compose.yml runs it as etl_service (the `loop` profile);
+# its other app services (Dagster's, cdc_service, mongo_etl_service) run the `dagster` target.
 #   docker build -t ewallet-etl .
 #   docker run --rm --env-file .env ewallet-etl            # one batch run, exit code = the run's
 #   docker run --rm --env-file .env ewallet-etl ewallet-etl status   # any subcommand

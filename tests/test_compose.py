@@ -350,6 +350,25 @@ def test_dagster_replaces_the_loop_by_default_and_keeps_its_state(config: dict) 
     assert "dagster" in stages and stages[-1] == "", "the plain image stays the default target"
 
 
+def test_dagster_services_share_the_instance_settings_and_the_daemon_is_healthchecked(
+        config: dict) -> None:
+    services = config["services"]
+    settings = ROOT / "ewallet_etl" / "orchestration" / "dagster.yaml"
+    for name in ("dagster_webserver", "dagster_daemon"):
+        mounted = _mounts(services[name])["/opt/dagster/home/dagster.yaml"]
+        assert Path(mounted).resolve() == settings.resolve(), name
+        assert in_build_context("ewallet_etl/orchestration/dagster.yaml")
+    check = services["dagster_daemon"]["healthcheck"]
+    assert not check.get("disable")
+    assert check["test"][1:] == ["dagster-daemon", "liveness-check"], check["test"]
+    # the command exists in the pinned Dagster (the image's builder-dagster stage pins it)
+    daemon = ROOT / ".venv" / "bin" / "dagster-daemon"
+    if daemon.exists():
+        proc = subprocess.run([str(daemon), "liveness-check", "--help"], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0 and "heartbeat" in proc.stdout, proc.stderr[-500:]
+
+
 @pytest.mark.parametrize("service", SERVERS)
 def test_server_images_are_pinned_to_a_patch_release(config: dict, service: str) -> None:
     image = config["services"][service]["image"]
