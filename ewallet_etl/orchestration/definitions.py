@@ -31,12 +31,13 @@ touch the warehouse never overlap, which embedded chDB (one process per folder) 
 
 # No `from __future__ import annotations`: Dagster reads the context parameters' types.
 import warnings
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, Iterator
 
 import dagster as dg
 
 from ewallet_etl.config import Settings
+from ewallet_etl.core.transform import EARLIEST_TRANSACTION
 
 
 class EtlSettings(dg.ConfigurableResource):
@@ -51,9 +52,10 @@ class EtlSettings(dg.ConfigurableResource):
 # (every job's runs) are both limited to 1 in dagster.yaml.
 POOL = "ewallet_warehouse"
 WAREHOUSE_TAG = {"ewallet_etl/warehouse": "settings"}
-# Early enough for any wallet's history; older days stay reachable through the CLI's
-# `ewallet-etl run --since/--until`. A constant: partitions are fixed at import, settings are not.
-FIRST_DAY = "2010-01-01"
+# The first day a transaction can load (the batch refuses earlier transaction_time), so every
+# loadable day has a partition. Not a setting: partitions are fixed at import, settings are read
+# when a run starts.
+FIRST_DAY = EARLIEST_TRANSACTION.date().isoformat()
 IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
                dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
                dg.DagsterRunStatus.CANCELING]
@@ -190,8 +192,9 @@ def fresh_enough(etl: EtlSettings) -> dg.AssetCheckResult:
                                          "limit_seconds": limit})
 
 
-# Not partitioned itself (partitioned checks are a preview feature in Dagster 1.13): it runs in
-# the backfill's run and reads that run's days; run alone, it checks every day.
+# Not partitioned itself (partitioned checks are a preview feature in Dagster 1.13): it reads
+# the days of the run it is in (a backfill's, or its own launched with partition tags); in a run
+# without partitions, every day.
 @dg.asset_check(asset="fact_sales_by_day", blocking=True,
                 description="fact_sales equals the source per day, to the cent, on the days of "
                 "the run's partitions only (a backfill checks what it reloaded)")
@@ -200,9 +203,10 @@ def partition_reconciled(context: dg.AssetCheckExecutionContext,
     from ewallet_etl.pipelines.reconcile import compare, describe
 
     first, end = date.min, date.max
-    if context.has_partition_key or context.has_partition_key_range:
-        window = context.partition_time_window
-        first, end = window.start.date(), window.end.date()
+    if context.has_partition_key or context.has_partition_key_range:  # DAYS: ISO days
+        keys = context.partition_key_range
+        first = date.fromisoformat(keys.start)
+        end = date.fromisoformat(keys.end) + timedelta(days=1)
     # compare() reads every day's totals (four numbers a day, cheap) and drills the differing
     # ones; only the run's days count here.
     wrong = [d for d in compare(etl.settings()).mismatches
