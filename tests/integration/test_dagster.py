@@ -336,7 +336,10 @@ def test_the_daily_volume_report_draws_its_chart_in_dagster_and_from_the_command
 
 # --- the UI, as a person uses it ----------------------------------------------------------------
 
+# Kept after the run (not in tmp_path) so a person can look at them; git ignores .local/.
 ARTIFACTS = ROOT / ".local" / "test-artifacts"
+ASSETS = ("dim_users", "dim_merchants", "fact_sales", "fact_sales_by_day", "cdc_replicas",
+          "mongodb_facts", "daily_volume_report")
 
 
 def free_port() -> int:
@@ -353,15 +356,30 @@ def browse(url: str, screenshot: Path | None = None) -> str:
     if screenshot is not None:
         subprocess.run([*base, f"--screenshot={screenshot}", url], capture_output=True,
                        timeout=120, check=True)
+        log.info("screenshot of %s: %s", url, screenshot)
     return subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True,
                           timeout=120, check=True).stdout
+
+
+def wait_for(url: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def test_the_ui_shows_the_asset_graph_and_the_last_run(env, tmp_path):
     settings = env
     home = tmp_path / "dagster_home"
     home.mkdir()
+    shutil.copy(DAGSTER_YAML, home / "dagster.yaml")  # as dagster.sh does: no nux pop-up
     instance = dg.DagsterInstance.from_config(str(home))
+    assert not instance.nux_enabled
     run = dg.materialize([d.mysql_batch], resources={"etl": d.EtlSettings()}, instance=instance)
     assert run.success
     instance.dispose()
@@ -370,23 +388,25 @@ def test_the_ui_shows_the_asset_graph_and_the_last_run(env, tmp_path):
         [str(ROOT / ".venv/bin/dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)],
         cwd=ROOT, env={**env_for(settings), "DAGSTER_HOME": str(home)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shots = {"catalog": ARTIFACTS / "dagster_assets.png",
+             "graph": ARTIFACTS / "dagster_asset_graph.png", "run": ARTIFACTS / "dagster_run.png"}
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
+        wait_for(f"http://127.0.0.1:{port}/server_info")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        graph = browse(f"http://127.0.0.1:{port}/assets", ARTIFACTS / "dagster_assets.png")
-        for asset in ("dim_users", "dim_merchants", "fact_sales", "fact_sales_by_day",
-                      "cdc_replicas", "mongodb_facts", "daily_volume_report"):
-            assert asset in graph, asset
-        page = browse(f"http://127.0.0.1:{port}/runs/{run.run_id}",
-                      ARTIFACTS / "dagster_run.png")
+        for shot in shots.values():
+            shot.unlink(missing_ok=True)
+        catalog = browse(f"http://127.0.0.1:{port}/assets", shots["catalog"])
+        for asset in ASSETS:
+            assert asset in catalog, asset
+        # the global lineage: one box per group (collapsed), joined by their dependencies
+        graph = browse(f"http://127.0.0.1:{port}/asset-groups", shots["graph"])
+        assert "Global asset lineage" in graph
+        for group in ("mysql", "cdc", "mongodb", "reports"):
+            assert f">{group}<" in graph, group
+        page = browse(f"http://127.0.0.1:{port}/runs/{run.run_id}", shots["run"])
         assert "mysql_batch" in page and "Success" in page
     finally:
         server.terminate()
         server.wait(60)
-    assert (ARTIFACTS / "dagster_assets.png").stat().st_size > 10_000  # a picture, not a blank
+    for shot in shots.values():  # a picture, not a blank page
+        assert shot.stat().st_size > 10_000, shot
