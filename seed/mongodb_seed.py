@@ -3,6 +3,10 @@
     .venv/bin/python seed/mongodb_seed.py [--reset]  # the demo documents into MONGODB_URL
     .venv/bin/python seed/mongodb_seed.py --generate 100000   # N generated documents
 
+Idempotent (the compose seed service runs it on every `up`): every document has a stable _id
+(its own, or one derived from its transaction id) and is inserted only when that _id is absent;
+documents already there are left as they are, even when a demo changed them.
+
 The demo documents mirror the MySQL seed's people and shops (the same natural ids: the same
 surrogate keys in the star schema) with transactions of their own, ids MG...; the mess a
 document store holds is there too: a Decimal128, a text and an integer amount, an ISO-string
@@ -12,6 +16,8 @@ date, a string _id, extra fields (items, device).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import logging
 import random
 import sys
 from datetime import datetime, timedelta, timezone
@@ -19,8 +25,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator
 
+from bson import ObjectId
 from bson.decimal128 import Decimal128
 from pymongo import MongoClient
+from pymongo.errors import BulkWriteError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -33,6 +41,8 @@ MERCHANTS = {1: ("Kopi Kenangan", "Food & Beverage", "Jakarta"),
              2: ("Tokopedia", "E-commerce", "Jakarta"),
              3: ("Grab Transport", "Transport", "Jakarta")}
 STATUSES = ("SUCCESS", "FAILED", "PENDING", "REFUNDED")
+DUPLICATE_KEY = 11000
+log = logging.getLogger("mongodb_seed")
 
 
 def user(uid: int) -> dict[str, Any]:
@@ -77,23 +87,48 @@ def generated(n: int, now: datetime, seed: int = 7) -> Iterator[dict[str, Any]]:
                "items": [{"sku": f"SKU{rng.randint(1, 99)}", "qty": 1}]}
 
 
+def stable_id(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document with an _id: its own, else an ObjectId derived from its transaction id (the
+    same on every run, so a second run finds it)."""
+    if "_id" in doc:
+        return doc
+    digest = hashlib.sha256(str(doc["transaction_id"]).encode()).hexdigest()[:24]
+    return {"_id": ObjectId(digest), **doc}
+
+
+def insert_absent(coll: Any, docs: list[dict[str, Any]]) -> int:
+    """Insert the documents whose _id is not there yet; returns how many were new."""
+    try:
+        return len(coll.insert_many(docs, ordered=False).inserted_ids)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return int(exc.details.get("nInserted", 0))
+
+
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--generate", type=int, metavar="N", help="N generated documents")
     parser.add_argument("--reset", action="store_true",
                         help="drop the collection first (the demo starts from the same documents)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    client = MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=5000)
-    coll = client[settings.mongodb_database][settings.mongodb_collection]
-    if args.reset:
-        coll.drop()
-    now = client.admin.command("hello")["localTime"]
-    docs = list(generated(args.generate, now)) if args.generate else demo_documents(now)
-    for start in range(0, len(docs), 5_000):
-        coll.insert_many(docs[start:start + 5_000], ordered=False)
-    coll.create_index([("updated_at", 1), ("_id", 1)])
-    print(f"{len(docs)} documents in {settings.mongodb_database}.{settings.mongodb_collection}")
+    client: MongoClient = MongoClient(settings.mongodb_url, serverSelectionTimeoutMS=5000)
+    try:
+        coll = client[settings.mongodb_database][settings.mongodb_collection]
+        if args.reset:
+            coll.drop()
+        now = client.admin.command("hello")["localTime"]
+        docs = list(generated(args.generate, now)) if args.generate else demo_documents(now)
+        new = sum(insert_absent(coll, [stable_id(d) for d in docs[start:start + 5_000]])
+                  for start in range(0, len(docs), 5_000))
+        coll.create_index([("updated_at", 1), ("_id", 1)])
+    finally:
+        client.close()
+    log.info("%d documents new, %d already there, in %s.%s", new, len(docs) - new,
+             settings.mongodb_database, settings.mongodb_collection)
     return 0
 
 

@@ -21,8 +21,15 @@ first rule it breaks; the caller quarantines it with its raw JSON. The rules:
   (negative, more than 2 decimals, over Decimal(18, 2)) refuse what MySQL rows would.
 * `currency`: missing or `IDR` (the warehouse holds IDR; the categories are IDR bounds).
 * `status`: a string; the batch refuses an unknown one.
-* `transaction_time`, `updated_at`: BSON dates, or ISO-8601 texts with an offset. Required.
-  `updated_at` is the version (microseconds; BSON dates have milliseconds), as MySQL's.
+* `transaction_time`: a BSON date, or an ISO-8601 text with an offset. Required.
+* `updated_at`: a BSON date. Required. It is the version (microseconds; BSON dates have
+  milliseconds), as MySQL's, and the key of the incremental window, which is a date range: a
+  text would be loaded by a full load and then never seen again by an incremental run, so it is
+  refused, and quarantined by full loads (the only runs that read such documents).
+* Both within ClickHouse's `DateTime` (1970-01-01 .. 2106-02-07 06:28:15 UTC), as the change
+  streams' rule (`core.changes`): beyond it, the server refuses the whole insert and chDB clamps.
+* `updated_at` not after `latest` (the server's clock plus a tolerance, given by the caller):
+  a change time in the future would hold its transaction at a version no correction can beat.
 * Strings must be valid UTF-8 (read with `surrogateescape`, so a bad byte is found here, named,
   and the document quarantined instead of failing the whole read).
 * `items`, `device` and any other field are not part of the star schema and are ignored.
@@ -30,17 +37,23 @@ first rule it breaks; the caller quarantines it with its raw JSON. The rules:
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping, NamedTuple
 
+from ewallet_etl.core.changes import MAX_DATETIME
 from ewallet_etl.core.events import KEY_PATTERN
-from ewallet_etl.core.instants import micros
+from ewallet_etl.core.instants import EPOCH, micros
 from ewallet_etl.core.value_rules import is_decimal_text
 
 MAX_ID = (1 << 32) - 1
 EXACT_DOUBLE_DIGITS = 15
 CURRENCY = "IDR"
+# How far a writer's clock may run ahead of the server's before updated_at is "in the future".
+FUTURE_TOLERANCE = timedelta(minutes=5)
+LAST_DATETIME = EPOCH + timedelta(seconds=MAX_DATETIME)  # ClickHouse DateTime's last second
+NOT_A_DATE_UPDATED_AT = "updated_at is not a BSON date (an incremental window cannot see a text)"
+FUTURE = "updated_at is in the future"
 
 
 class BadDocument(ValueError):
@@ -59,8 +72,9 @@ class Flat(NamedTuple):
     merchant: tuple[str, str, str]  # name, category, city
 
 
-def flatten(doc: Mapping[str, Any]) -> Flat:
-    """One document -> its Flat row, or BadDocument naming the first rule it breaks."""
+def flatten(doc: Mapping[str, Any], latest: datetime | None = None) -> Flat:
+    """One document -> its Flat row, or BadDocument naming the first rule it breaks.
+    `latest`: the newest acceptable updated_at (the server's clock + FUTURE_TOLERANCE)."""
     key = doc.get("transaction_id")
     if key is None:
         raise BadDocument("missing transaction_id")
@@ -73,11 +87,13 @@ def flatten(doc: Mapping[str, Any]) -> Flat:
     status = doc.get("status")
     if status is not None and not isinstance(status, str):
         raise BadDocument("status is not a string")
+    updated = _updated_at(doc.get("updated_at"), latest)
     return Flat(
         _text(key, "transaction_id"), _id(user, "user"), _id(merchant, "merchant"),
-        amount(doc.get("amount")), status, _moment(doc.get("transaction_time"),
-                                                   "transaction_time"),
-        micros(_moment(doc.get("updated_at"), "updated_at")),
+        amount(doc.get("amount")), status, _in_range(_moment(doc.get("transaction_time"),
+                                                             "transaction_time"),
+                                                     "transaction_time"),
+        micros(updated),
         _texts(user, "user", ("name", "email", "city")),
         _texts(merchant, "merchant", ("name", "category", "city")),
     )
@@ -96,8 +112,8 @@ def amount(value: Any) -> Decimal:
     to_decimal = getattr(value, "to_decimal", None)  # bson.Decimal128, without importing bson
     if to_decimal is not None:
         result = to_decimal()
-    elif type(value) is int:
-        result = Decimal(value)
+    elif isinstance(value, int) and not isinstance(value, bool):  # bson.Int64 is an int
+        result = Decimal(int(value))
     elif isinstance(value, str) and is_decimal_text(value):
         result = Decimal(value)
     elif type(value) is float:
@@ -146,6 +162,33 @@ def _text(value: Any, name: str) -> str:
     except UnicodeEncodeError:  # a surrogate: a byte that was not UTF-8 (surrogateescape)
         raise BadDocument(f"{name} is not valid UTF-8") from None
     return value
+
+
+def _updated_at(value: Any, latest: datetime | None) -> datetime:
+    if value is None:
+        raise BadDocument("missing updated_at")
+    if not isinstance(value, datetime) and type(value).__name__ != "DatetimeMS":
+        raise BadDocument(NOT_A_DATE_UPDATED_AT)
+    moment = _in_range(_moment(value, "updated_at"), "updated_at")
+    if latest is not None and moment > latest:
+        raise BadDocument(FUTURE)
+    return moment
+
+
+def refused_version(doc: Mapping[str, Any], latest: datetime, now_us: int) -> int:
+    """The version of a refused document (its quarantine row, and the retraction of what it
+    loaded before): its updated_at when that is a date the rules accept, else the run's clock
+    (`now_us`): above every version loaded so far, below any later correction."""
+    try:
+        return micros(_updated_at(doc.get("updated_at"), latest))
+    except BadDocument:
+        return now_us
+
+
+def _in_range(moment: datetime, name: str) -> datetime:
+    if not EPOCH <= moment <= LAST_DATETIME:
+        raise BadDocument(f"{name} outside DateTime range (1970-01-01..2106-02-07)")
+    return moment
 
 
 def _moment(value: Any, name: str) -> datetime:

@@ -25,7 +25,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -44,21 +44,36 @@ from ewallet_etl.audit import (
 )
 from ewallet_etl.config import Settings
 from ewallet_etl.core import star, transform, value_rules
-from ewallet_etl.core.documents import BadDocument, Flat, doc_key, flatten
+from ewallet_etl.core.documents import (
+    FUTURE_TOLERANCE,
+    BadDocument,
+    Flat,
+    doc_key,
+    flatten,
+    refused_version,
+)
 from ewallet_etl.core.errors import first_line, outcome
+from ewallet_etl.core.events import KEY_PATTERN
 from ewallet_etl.core.instants import EPOCH, from_micros, micros
 from ewallet_etl.core.window import Window, next_window
 from ewallet_etl.pipelines.progress import Progress
 from ewallet_etl.retry import with_retries
 from ewallet_etl.sources import mongodb as source_mongo
 from ewallet_etl.state import store
-from ewallet_etl.warehouse import Warehouse, open_warehouse
+from ewallet_etl.warehouse import Warehouse, open_warehouse, text_set
 
 log = logging.getLogger(__name__)
 
 KIND = "mongodb"
 QUARANTINE_SOURCE = "mongodb"
 MAX_RAW_CHARS = 65_536
+# The transaction each document carried when last loaded (an IN subquery: one hash set, on
+# ClickHouse 18.16 as on chDB, where has() on a long array is a scan per row).
+KEYS_SQL = """
+SELECT doc_id, argMax(transaction_id, _version), max(_version) FROM analytics_dw.mongo_keys
+WHERE hex(doc_id) IN (SELECT arrayJoin(splitByChar(',', {values:String})))
+GROUP BY doc_id
+"""
 STATE_SQL = """
 SELECT max(visitParamExtractUInt(cursor, 'watermark_us')), count() FROM analytics_dw.etl_state
 WHERE pipeline = {pipeline:String} AND kind = 'mongodb'
@@ -132,7 +147,7 @@ def run_mongo(settings: Settings, full_refresh: bool = False) -> MongoReport:
         report.window = next_window(saved, now, None, timedelta(seconds=settings.lag_seconds),
                                     timedelta(seconds=settings.overlap_seconds), full_refresh)
         log.info("mongodb window %s (server now %s)", report.window, now.isoformat())
-        with_retries(lambda: _load(settings, coll, wh, report),
+        with_retries(lambda: _load(settings, coll, wh, report, now),
                      f"read MongoDB at {source_mongo.where(settings)}", settings.max_retries)
         store.save(wh, pipeline, KIND, {"watermark_us": micros(report.window.high)},
                    source_mongo.where(settings), report.run_id)
@@ -144,8 +159,13 @@ def _saved_watermark(wh: Warehouse, pipeline: str) -> datetime | None:
     return from_micros(int(newest)) if saves else None
 
 
-def _load(settings: Settings, coll: Any, wh: Warehouse, report: MongoReport) -> None:
-    """The whole window, batch by batch; safe to run again from the start after a failure."""
+Carriers = Callable[[list[str]], list[dict[str, Any]]]
+
+
+def _load(settings: Settings, coll: Any, wh: Warehouse, report: MongoReport,
+          now: datetime) -> None:
+    """The whole window, batch by batch; safe to run again from the start after a failure (a
+    retry restarts the window: every write is idempotent)."""
     window = report.window
     assert window is not None
     report.documents = report.loaded = report.rejected = report.sales = 0
@@ -153,55 +173,160 @@ def _load(settings: Settings, coll: Any, wh: Warehouse, report: MongoReport) -> 
     progress = Progress("documents read")
     full = window.low <= EPOCH
     for docs in source_mongo.documents(coll, window.low, window.high, settings.chunk_rows,
-                                       settings, full):
-        load_documents(wh, docs, report)
+                                       settings, full, beyond=now + FUTURE_TOLERANCE):
+        load_documents(wh, docs, report, now, carriers_of(coll, settings))
         progress.add(len(docs))
 
 
-def load_documents(wh: Warehouse, docs: Sequence[dict[str, Any]], report: MongoReport) -> None:
-    """One batch of documents into the star schema; refused ones into etl_quarantine."""
+def carriers_of(coll: Any, settings: Settings) -> Carriers:
+    return lambda ids: source_mongo.carrying(coll, ids, settings)
+
+
+def load_documents(wh: Warehouse, docs: Sequence[dict[str, Any]], report: MongoReport,
+                   now: datetime, carriers: Carriers) -> None:
+    """One batch of documents into the star schema; refused ones into etl_quarantine, and what
+    they loaded before retracted. `now`: the server's clock (the future starts at now +
+    FUTURE_TOLERANCE); `carriers`: the source's documents carrying some transaction ids."""
+    latest, now_us = now + FUTURE_TOLERANCE, micros(now)
     flats: list[Flat] = []
     raw: dict[str, dict[str, Any]] = {}
-    keys: list[tuple[str, str, int]] = []  # doc_id, transaction_id, version (mongo_keys)
+    carried: dict[str, tuple[str, int]] = {}  # doc_id -> (transaction_id, version) now
     refused: list[tuple[str, int, str, str]] = []  # key, version, reason, raw
+    retract: list[tuple[str, int]] = []  # refused documents' transactions
     for doc in docs:
+        key = doc_key(doc.get("_id"))
         try:
-            flat = flatten(doc)
+            flat = flatten(doc, latest)
             problem = value_rules.amount_problem(flat.amount)  # before Arrow's Decimal(18, 2)
             if problem:
                 raise BadDocument(problem)
         except BadDocument as exc:
-            refused.append(_refusal(doc, str(exc)))
+            version = refused_version(doc, latest, now_us)
+            refused.append(_refusal(doc, str(exc), version))
+            tx = _transaction_id(doc)
+            if tx is not None:
+                retract.append((tx, version))
+                carried[key] = (tx, version)
+            else:
+                carried[key] = ("", version)
             continue
         flats.append(flat)
         raw[flat.transaction_id] = doc
-        keys.append((doc_key(doc.get("_id")), flat.transaction_id, flat.version))
+        carried[key] = (flat.transaction_id, flat.version)
     report.documents += len(docs)
+    # what each document carried before, read before this batch writes its own keys
+    handed = _orphans(wh, carried)
     if flats:
-        facts, rejects = transform.transform_transactions(documents_as_source(flats))
-        bad = set(rejects.column("record_key").to_pylist())
-        _load_members(wh, [f for f in flats if f.transaction_id not in bad])
-        if rejects.num_rows:
-            wh.insert("fact_sales", transform.retractions(rejects))
-            refused += [(key, version, reason, _render(raw[key]))
-                        for key, version, reason in zip(
-                            rejects.column("record_key").to_pylist(),
-                            rejects.column("_version").to_pylist(),
-                            rejects.column("reason").to_pylist(), strict=True)]
-        wh.insert("fact_sales", facts.append_column(
-            "source", pa.array([QUARANTINE_SOURCE] * facts.num_rows, pa.string())))
-        report.loaded += facts.num_rows
-        report.sales += sum(1 for s in facts.column("status").to_pylist()
-                            if s == transform.SALE_STATUS)
-        doc_ids, tx_ids, versions = zip(*keys, strict=True)
-        wh.insert("mongo_keys", pa.table({"doc_id": pa.array(doc_ids, pa.string()),
-                                          "transaction_id": pa.array(tx_ids, pa.string()),
-                                          "_version": pa.array(versions, pa.uint64())}))
+        refused += _load_flats(wh, flats, raw, report)
+    if retract:
+        keys, versions = zip(*retract, strict=True)
+        wh.insert("fact_sales", as_mongodb(star.tombstones(keys, versions)))
+    if handed:
+        hand_over(wh, handed, carriers, report, latest)
+    keyed = [(k, tx, v) for k, (tx, v) in carried.items() if tx]
+    if keyed:
+        _insert_keys(wh, keyed)
     if refused:
         wh.insert("etl_quarantine", quarantine_rows(refusals_table(refused), QUARANTINE_SOURCE,
                                                     report.run_id, report.started_at))
         count_reasons(report.reject_reasons, (reason for _, _, reason, _ in refused))
         report.rejected += len(refused)
+
+
+def _load_flats(wh: Warehouse, flats: Sequence[Flat], raw: dict[str, dict[str, Any]],
+                report: MongoReport) -> list[tuple[str, int, str, str]]:
+    """Flat documents through the batch's transform; returns the ones it refused (whose
+    earlier facts it retracts)."""
+    facts, rejects = transform.transform_transactions(documents_as_source(flats))
+    bad = set(rejects.column("record_key").to_pylist())
+    _load_members(wh, [f for f in flats if f.transaction_id not in bad])
+    refused = []
+    if rejects.num_rows:
+        wh.insert("fact_sales", as_mongodb(transform.retractions(rejects)))
+        refused = [(key, version, reason, _render(raw[key])) for key, version, reason in zip(
+            rejects.column("record_key").to_pylist(), rejects.column("_version").to_pylist(),
+            rejects.column("reason").to_pylist(), strict=True)]
+    wh.insert("fact_sales", as_mongodb(facts))
+    report.loaded += facts.num_rows
+    report.sales += sum(1 for s in facts.column("status").to_pylist()
+                        if s == transform.SALE_STATUS)
+    return refused
+
+
+def as_mongodb(table: pa.Table) -> pa.Table:
+    """fact_sales rows (facts, retractions, tombstones) marked as MongoDB's."""
+    return table.append_column("source", pa.array([QUARANTINE_SOURCE] * table.num_rows,
+                                                  pa.string()))
+
+
+def _insert_keys(wh: Warehouse, keyed: Sequence[tuple[str, str, int]]) -> None:
+    doc_ids, tx_ids, versions = zip(*keyed, strict=True)
+    wh.insert("mongo_keys", pa.table({"doc_id": pa.array(doc_ids, pa.string()),
+                                      "transaction_id": pa.array(tx_ids, pa.string()),
+                                      "_version": pa.array(versions, pa.uint64())}))
+
+
+def previous_keys(wh: Warehouse, doc_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+    """doc_id -> (transaction_id, version) as last loaded (mongo_keys)."""
+    if not doc_ids:
+        return {}
+    return {doc_id: (tx, int(v)) for doc_id, tx, v in wh.query(KEYS_SQL, text_set(doc_ids))}
+
+
+def _orphans(wh: Warehouse, carried: dict[str, tuple[str, int]]) -> dict[str, int]:
+    """Transactions that documents of this batch carried before and carry no more (their
+    transaction_id changed, or a refusal took it away), with the version that removes them:
+    above the last one loaded, at least the document's new version."""
+    out: dict[str, int] = {}
+    for doc_id, (tx, version) in previous_keys(wh, list(carried)).items():
+        now_tx, now_version = carried[doc_id]
+        if tx and tx != now_tx:
+            out[tx] = max(out.get(tx, 0), version + 1, now_version)
+    return out
+
+
+def hand_over(wh: Warehouse, gone: dict[str, int], carriers: Carriers, report: MongoReport,
+              latest: datetime) -> None:
+    """Transactions a document no longer carries (deleted, or its transaction_id changed), at
+    the version that removes them. The rule for a transaction id in several documents: the
+    newest updated_at gives the fact; so a transaction another document still carries is
+    loaded again from the newest such document, at this version (above what the departed one
+    loaded); one that no document carries any more gets a tombstone."""
+    newest: dict[str, dict[str, Any]] = {}
+    for doc in carriers(sorted(gone)):
+        tx = doc.get("transaction_id")
+        if tx in gone and (tx not in newest or recency(doc) > recency(newest[tx])):
+            newest[tx] = doc
+    flats, raw = [], {}
+    for tx, doc in newest.items():
+        try:
+            flat = flatten(doc, latest)
+            if value_rules.amount_problem(flat.amount):
+                continue  # refused: its own load retracted it; the tombstone below stands
+        except BadDocument:
+            continue
+        flats.append(flat._replace(version=max(flat.version, gone[tx])))
+        raw[tx] = doc
+    stones = [tx for tx in sorted(gone) if tx not in raw]
+    if stones:
+        wh.insert("fact_sales", as_mongodb(star.tombstones(stones, [gone[t] for t in stones])))
+        report.loaded += len(stones)
+    if flats:
+        _load_flats(wh, flats, raw, report)
+        log.info("%d transactions handed over to the other documents that carry them",
+                 len(flats))
+
+
+def recency(doc: dict[str, Any]) -> tuple[int, str]:
+    """Which of the documents carrying one transaction id is the newest (updated_at, then
+    _id: a deterministic winner on a tie)."""
+    updated = doc.get("updated_at")
+    return (micros(updated) if isinstance(updated, datetime) else -1, doc_key(doc.get("_id")))
+
+
+def _transaction_id(doc: dict[str, Any]) -> str | None:
+    tx = doc.get("transaction_id")
+    return tx if isinstance(tx, str) and KEY_PATTERN.fullmatch(tx) else None
 
 
 def documents_as_source(flats: Sequence[Flat]) -> pa.Table:
@@ -234,12 +359,10 @@ def _load_members(wh: Warehouse, flats: Sequence[Flat]) -> None:
                 np.array(unnamed, dtype=np.uint64), domain))
 
 
-def _refusal(doc: dict[str, Any], reason: str) -> tuple[str, int, str, str]:
+def _refusal(doc: dict[str, Any], reason: str, version: int) -> tuple[str, int, str, str]:
     """(key, version, reason, raw JSON) of a refused document, with what can still be read."""
     key = doc.get("transaction_id")
     key = key if isinstance(key, str) and key.isprintable() else f"_id:{doc.get('_id')}"
-    updated = doc.get("updated_at")
-    version = micros(updated) if isinstance(updated, datetime) else 0
     return key[:200], version, reason, _render(doc)
 
 

@@ -4,16 +4,18 @@ per day of transaction_time, to the cent (`etl_pipeline.py --source mongodb --re
 The source side streams the collection in cursor batches and applies the load's own rules
 (`flatten`, the value rules, the batch's transform), so a refused document is expected to be
 absent, not counted as missing. The warehouse side reads the current facts whose source is
-`mongodb`. A transaction id that MySQL changed later (its fact now says `mysql`: one
-transaction, the newest change wins) is explained, not a difference. Memory holds the per-day
-totals and, for the days that differ, their ids.
+`mongodb`. A transaction id carried by several documents counts once, from the newest of them
+(the load's rule, `mongo.hand_over`): the duplicated ids are found first by one aggregation,
+and only their documents are held until the scan ends. A transaction id that MySQL changed
+later (its fact now says `mysql`: one transaction, the newest change wins) is explained, not a
+difference. Memory holds the per-day totals and, for the days that differ, their ids.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,9 +23,9 @@ import pyarrow.compute as pc
 
 from ewallet_etl.config import Settings
 from ewallet_etl.core import transform, value_rules
-from ewallet_etl.core.documents import BadDocument, flatten
+from ewallet_etl.core.documents import FUTURE_TOLERANCE, BadDocument, flatten
 from ewallet_etl.core.instants import EPOCH
-from ewallet_etl.pipelines.mongo import documents_as_source
+from ewallet_etl.pipelines.mongo import documents_as_source, recency
 from ewallet_etl.sources import mongodb as source_mongo
 from ewallet_etl.warehouse import open_warehouse
 
@@ -95,32 +97,56 @@ def _source_days(settings: Settings, result: MongoReconciliation
     days: dict[str, tuple[int, int, Decimal, set[str]]] = {}
     try:
         coll = source_mongo.collection(client, settings)
-        far = datetime.now(timezone.utc) + timedelta(days=36_500)
-        for docs in source_mongo.documents(coll, EPOCH, far, settings.chunk_rows, settings,
-                                           full=True):
+        latest = source_mongo.server_now(client, settings) + FUTURE_TOLERANCE
+        shared = _duplicated_ids(coll)
+        newest: dict[str, dict[str, Any]] = {}  # the documents of duplicated ids: the newest
+        for docs in source_mongo.documents(coll, EPOCH, latest, settings.chunk_rows, settings,
+                                           full=True, beyond=latest):
             result.documents += len(docs)
-            flats = []
+            single = []
             for doc in docs:
-                try:
-                    flat = flatten(doc)
-                    if value_rules.amount_problem(flat.amount):
-                        raise BadDocument("amount")
-                    flats.append(flat)
-                except BadDocument:
-                    result.refused += 1
-            if not flats:
-                continue
-            facts, rejects = transform.transform_transactions(documents_as_source(flats))
-            result.refused += rejects.num_rows
-            ids = facts.column("transaction_id").to_pylist()
-            dates = pc.cast(facts.column("transaction_date"), "string").to_pylist()
-            statuses = facts.column("status").to_pylist()
-            for tx, day, status, amount in zip(ids, dates, statuses,
-                                               facts.column("amount").to_pylist(), strict=True):
-                n, sales, total, members = days.get(day, (0, 0, Decimal(0), set()))
-                sale = status == transform.SALE_STATUS
-                members.add(tx)
-                days[day] = (n + 1, sales + sale, total + (amount if sale else 0), members)
+                tx = doc.get("transaction_id")
+                if isinstance(tx, str) and tx in shared:
+                    if tx not in newest or recency(doc) > recency(newest[tx]):
+                        newest[tx] = doc
+                else:
+                    single.append(doc)
+            _count(single, latest, days, result)
+        _count(list(newest.values()), latest, days, result)
     finally:
         client.close()
     return days
+
+
+def _duplicated_ids(coll: Any) -> set[str]:
+    rows = coll.aggregate([{"$group": {"_id": "$transaction_id", "n": {"$sum": 1}}},
+                           {"$match": {"n": {"$gt": 1}}}])
+    return {row["_id"] for row in rows if isinstance(row["_id"], str)}
+
+
+def _count(docs: list[dict[str, Any]], latest: datetime,
+           days: dict[str, tuple[int, int, Decimal, set[str]]],
+           result: MongoReconciliation) -> None:
+    """The load's rules on these documents; what they load, added to the per-day totals."""
+    flats = []
+    for doc in docs:
+        try:
+            flat = flatten(doc, latest)
+            if value_rules.amount_problem(flat.amount):
+                raise BadDocument("amount")
+            flats.append(flat)
+        except BadDocument:
+            result.refused += 1
+    if not flats:
+        return
+    facts, rejects = transform.transform_transactions(documents_as_source(flats))
+    result.refused += rejects.num_rows
+    ids = facts.column("transaction_id").to_pylist()
+    dates = pc.cast(facts.column("transaction_date"), "string").to_pylist()
+    statuses = facts.column("status").to_pylist()
+    for tx, day, status, amount in zip(ids, dates, statuses,
+                                       facts.column("amount").to_pylist(), strict=True):
+        n, sales, total, members = days.get(day, (0, 0, Decimal(0), set()))
+        sale = status == transform.SALE_STATUS
+        members.add(tx)
+        days[day] = (n + 1, sales + sale, total + (amount if sale else 0), members)

@@ -21,7 +21,7 @@ from ewallet_etl.config import Settings
 from ewallet_etl.retry import TransientError
 from ewallet_etl.sources.mysql import SourceError
 
-CODEC = CodecOptions(tz_aware=True, tzinfo=timezone.utc,
+CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=timezone.utc,
                      datetime_conversion=DatetimeConversion.DATETIME_AUTO,
                      unicode_decode_error_handler="surrogateescape")
 TIMEOUT_MS = 5_000
@@ -81,27 +81,47 @@ def server_now(client: MongoClient, settings: Settings) -> datetime:
 
 
 def documents(coll: Any, low: datetime, high: datetime, batch: int, settings: Settings,
-              full: bool = False) -> Iterator[list[dict[str, Any]]]:
+              full: bool = False, beyond: datetime | None = None
+              ) -> Iterator[list[dict[str, Any]]]:
     """The documents with low <= updated_at < high in (updated_at, _id) order, in lists of at
-    most `batch`, each list one cursor batch. A full load also reads the documents whose
-    updated_at is missing or not a date, so that they are quarantined, not silently skipped
-    (an incremental window cannot see them: they have no change time)."""
+    most `batch`, each list one cursor batch; then the documents no window can load, so that
+    they are quarantined, not silently skipped: updated_at at or after `beyond` (the future:
+    one index range above the server's clock), and, on a full load (`full`), updated_at
+    missing or not a date (no window sees them at all; an index scan of every document would
+    be the price of looking for them on every run)."""
     window: dict[str, Any] = {"updated_at": {"$gte": low, "$lt": high}}
-    query = ({"$or": [window, {"updated_at": {"$not": {"$type": "date"}}}]} if full
-             else window)
+    unreadable: list[dict[str, Any]] = []
+    if beyond is not None:
+        unreadable.append({"updated_at": {"$gte": max(beyond, high)}})
+    if full:
+        unreadable.append({"updated_at": {"$not": {"$type": "date"}}})
     try:
-        cursor = (coll.find(query).sort([("updated_at", ASCENDING), ("_id", ASCENDING)])
-                  .batch_size(batch))
-        chunk: list[dict[str, Any]] = []
-        for doc in cursor:
-            chunk.append(doc)
-            if len(chunk) >= batch:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
+        yield from _batches(coll.find(window).sort([("updated_at", ASCENDING),
+                                                    ("_id", ASCENDING)]), batch)
+        if unreadable:
+            yield from _batches(coll.find({"$or": unreadable}), batch)
     except PyMongoError as exc:
         raise error(settings, exc) from exc
+
+
+def carrying(coll: Any, transaction_ids: list[str], settings: Settings) -> list[dict[str, Any]]:
+    """The documents that carry these transaction ids now (at most a few: ids are unique in a
+    sound collection)."""
+    try:
+        return list(coll.find({"transaction_id": {"$in": transaction_ids}}))
+    except PyMongoError as exc:
+        raise error(settings, exc) from exc
+
+
+def _batches(cursor: Any, batch: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for doc in cursor.batch_size(batch):
+        chunk.append(doc)
+        if len(chunk) >= batch:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def error(settings: Settings, exc: BaseException) -> SourceError:

@@ -23,7 +23,9 @@ from pymongo.errors import OperationFailure
 
 from ewallet_etl.config import Settings
 from ewallet_etl.core import star
+from ewallet_etl.core.instants import micros
 from ewallet_etl.core.transform import amount_category
+from ewallet_etl.pipelines import mongo as mongo_pipeline
 from ewallet_etl.pipelines.batch import run_batch
 from ewallet_etl.pipelines.mongo import run_mongo
 from ewallet_etl.pipelines.mongo_reconcile import reconcile_mongo
@@ -32,7 +34,7 @@ from ewallet_etl.pipelines.reconcile import compare
 from ewallet_etl.sources.mongodb import MongoSourceError
 from ewallet_etl.state import store
 from ewallet_etl.warehouse import release_chdb
-from tests.helpers import ROOT, env_for, opened, unique
+from tests.helpers import ROOT, env_for, mysql_exec, opened, unique
 
 pytestmark = pytest.mark.integration
 sys.path.insert(0, str(ROOT / "seed"))
@@ -136,8 +138,12 @@ BAD = [
     ({"transaction_time": "2025-01-10 10:00"}, "transaction_time has no UTC offset"),
     ({"transaction_time": datetime(1999, 12, 31, tzinfo=timezone.utc)},
      "transaction_time before 2000-01-01"),
-    ({"transaction_time": datetime(2200, 1, 1, tzinfo=timezone.utc)},
+    ({"transaction_time": datetime(2100, 1, 1, tzinfo=timezone.utc)},
      "transaction_time more than a day after updated_at"),
+    ({"transaction_time": datetime(2107, 1, 1, tzinfo=timezone.utc)},  # blocked the server load
+     "transaction_time outside DateTime range (1970-01-01..2106-02-07)"),
+    ({"updated_at": "2025-01-10T10:00:00+00:00"},
+     "updated_at is not a BSON date (an incremental window cannot see a text)"),
 ]
 # A BSON date beyond Python's range (year 10000+) is refused by flatten (tests/unit/
 # test_documents.py); SecantusDB, itself in Python, cannot store one to read back.
@@ -383,3 +389,227 @@ def test_wrong_credentials_are_a_configuration_error_in_one_line(mongo, tmp_path
     errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
     assert proc.returncode == 2 and len(errors) == 1, proc.stderr
     assert "authentication failed" in errors[0] and "Wr0ngPass" not in proc.stderr
+
+
+# --- the audit of issue 16 ---------------------------------------------------------------------
+
+def raw_facts(settings: Settings, tx: str) -> list[tuple]:
+    """Every fact_sales row of one transaction (tombstones too), oldest version first."""
+    with opened(settings.warehouse) as wh:
+        return wh.query("SELECT _version, _deleted, source, toString(amount) FROM "
+                        "analytics_dw.fact_sales WHERE transaction_id = {tx:String} "
+                        "ORDER BY _version", {"tx": tx})
+
+
+def quarantine(settings: Settings) -> dict[str, str]:
+    with opened(settings.warehouse) as wh:
+        return dict(wh.query("SELECT record_key, argMax(reason, _version) FROM "
+                             "analytics_dw.etl_quarantine WHERE source = 'mongodb' "
+                             "GROUP BY record_key"))
+
+
+def test_int64_amounts_load_exactly(mongo):
+    settings, coll = mongo
+    base = mongodb_seed.demo_documents(server_now(coll))[0]
+    coll.insert_many([{**base, "transaction_id": "MGL1", "amount": bson.Int64(5000)},
+                      {**base, "transaction_id": "MGL2", "amount": bson.Int64(3_000_000_000)}])
+    report = run_mongo(settings)
+    assert (report.loaded, report.rejected) == (2, 0), report.reject_reasons
+    loaded = facts(settings)
+    assert loaded["MGL1"][0] == Decimal(5000) and loaded["MGL2"][0] == Decimal(3_000_000_000)
+
+
+def test_future_and_out_of_range_change_times_are_read_and_quarantined(mongo):
+    """Beyond the window's high: a full load reads them to quarantine them, and so does an
+    incremental run (one index range above the server's clock + tolerance)."""
+    settings, coll = mongo
+    now = server_now(coll)
+    base = mongodb_seed.demo_documents(now)[0]
+    coll.insert_many([{**base, "transaction_id": "MGOK"},
+                      {**base, "transaction_id": "MGF1", "updated_at": now + timedelta(days=1)},
+                      *({**base, "transaction_id": f"MGY{y}",
+                         "updated_at": datetime(y, 1, 1, tzinfo=timezone.utc)}
+                        for y in (2107, 2200, 9999))])
+    report = run_mongo(settings)
+    assert (report.documents, report.loaded, report.rejected) == (5, 1, 4)
+    assert quarantine(settings) == {
+        "MGF1": "updated_at is in the future",
+        **{f"MGY{y}": "updated_at outside DateTime range (1970-01-01..2106-02-07)"
+           for y in (2107, 2200, 9999)}}
+    coll.insert_one({**base, "transaction_id": "MGF2", "updated_at": now + timedelta(days=2)})
+    again = run_mongo(settings)
+    assert again.mode == "incremental" and "MGF2" in quarantine(settings)
+    assert again.reject_reasons.get("updated_at is in the future") == 2
+    assert set(facts(settings)) == {"MGOK"}
+    assert reconcile_mongo(settings).ok
+
+
+def test_a_text_updated_at_is_quarantined_not_left_stale(mongo):
+    """The audit's case: a document whose updated_at is a text, changed to amount 777: a full
+    load had 100 and no incremental run ever saw the change. Now the text is refused (the
+    incremental window cannot see it) and what the document loaded before is retracted."""
+    settings, coll = mongo
+    now = server_now(coll)
+    base = mongodb_seed.demo_documents(now)[0]
+    coll.insert_one({**base, "transaction_id": "MGTXT", "amount": Decimal128("100.00")})
+    run_mongo(settings)
+    assert facts(settings)["MGTXT"][0] == Decimal("100.00")
+    coll.update_one({"transaction_id": "MGTXT"}, {"$set": {
+        "amount": Decimal128("777.00"), "updated_at": "2030-01-01T00:00:00+00:00"}})
+    full = run_mongo(settings, full_refresh=True)
+    assert full.rejected == 1 and "MGTXT" not in facts(settings)
+    assert quarantine(settings)["MGTXT"] == (
+        "updated_at is not a BSON date (an incremental window cannot see a text)")
+    coll.update_one({"transaction_id": "MGTXT"}, {"$set": {"updated_at": server_now(coll)}})
+    run_mongo(settings)  # fixed: an incremental run sees it again
+    assert facts(settings)["MGTXT"][0] == Decimal("777.00")
+
+
+def test_a_loaded_document_changed_into_a_refused_state_is_retracted(mongo):
+    settings, coll = mongo
+    now = server_now(coll)
+    coll.insert_many(mongodb_seed.demo_documents(now))
+    run_mongo(settings)
+    later = server_now(coll) + timedelta(milliseconds=5)
+    coll.update_one({"transaction_id": "MG2001"}, {"$set": {"amount": "abc",
+                                                           "updated_at": later}})
+    coll.update_one({"transaction_id": "MG2003"}, {"$set": {"status": "LOST",
+                                                           "updated_at": later}})
+    report = run_mongo(settings)
+    assert report.rejected == 2
+    assert set(facts(settings)) == {"MG2002"}
+    for tx in ("MG2001", "MG2003"):  # retracted by a tombstone of source mongodb
+        version, deleted, source, _ = raw_facts(settings, tx)[-1]
+        assert (deleted, source) == (1, "mongodb") and version == micros(later)
+    assert reconcile_mongo(settings).ok
+
+
+def test_a_changed_transaction_id_tombstones_the_old_one_in_batch_and_stream(mongo):
+    settings, coll = mongo
+    now = server_now(coll)
+    coll.insert_many(mongodb_seed.demo_documents(now))
+    run_mongo(settings)
+    run_mongo_stream(settings)
+    coll.update_one({"transaction_id": "MG2001"}, {"$set": {
+        "transaction_id": "MG2001B", "updated_at": server_now(coll)}})
+    run_mongo(settings)
+    assert set(facts(settings)) == {"MG2001B", "MG2002", "MG2003"}  # not MG2001 as well
+    assert raw_facts(settings, "MG2001")[-1][1:3] == (1, "mongodb")
+    coll.update_one({"transaction_id": "MG2002"}, {"$set": {
+        "transaction_id": "MG2002B", "updated_at": server_now(coll)}})
+    run_mongo_stream(settings)
+    assert set(facts(settings)) == {"MG2001B", "MG2002B", "MG2003"}
+    assert reconcile_mongo(settings).ok
+
+
+def test_one_transaction_id_in_two_documents_the_newest_wins_and_deletes_are_per_document(
+        mongo):
+    """The rule: a transaction id is one fact; the document with the newest updated_at gives
+    it. Deleting one document leaves the transaction to the others that still carry it (the
+    newest of them, loaded again above the deleted one's version); deleting the last one
+    tombstones it."""
+    settings, coll = mongo
+    now = server_now(coll)
+    base = mongodb_seed.demo_documents(now)[0]
+    coll.insert_many([
+        {**base, "_id": "dup-old", "transaction_id": "MGDUP", "amount": Decimal128("1.00"),
+         "updated_at": now - timedelta(seconds=10)},
+        {**base, "_id": "dup-new", "transaction_id": "MGDUP", "amount": Decimal128("2.00")}])
+    run_mongo_stream(settings)  # the copy
+    assert facts(settings)["MGDUP"][0] == Decimal("2.00")
+    assert reconcile_mongo(settings).ok
+    coll.delete_one({"_id": "dup-old"})  # the loser: the winner stays
+    run_mongo_stream(settings)
+    assert facts(settings)["MGDUP"][0] == Decimal("2.00")
+    coll.insert_one({**base, "_id": "dup-old", "transaction_id": "MGDUP",
+                     "amount": Decimal128("1.00"), "updated_at": now - timedelta(seconds=10)})
+    run_mongo_stream(settings)
+    coll.delete_one({"_id": "dup-new"})  # the winner: the other document gives the fact
+    run_mongo_stream(settings)
+    assert facts(settings)["MGDUP"][0] == Decimal("1.00")
+    assert reconcile_mongo(settings).ok
+    coll.delete_one({"_id": "dup-old"})  # the last one: gone
+    run_mongo_stream(settings)
+    assert "MGDUP" not in facts(settings)
+    assert reconcile_mongo(settings).ok
+
+
+def test_a_delete_and_reinsert_in_one_micro_batch_ends_with_the_document(mongo):
+    settings, coll = mongo
+    now = server_now(coll)
+    coll.insert_many(mongodb_seed.demo_documents(now))
+    run_mongo_stream(settings)
+    old = coll.find_one({"transaction_id": "MG2001"})
+    coll.delete_one({"_id": old["_id"]})
+    coll.insert_one({**old, "amount": Decimal128("126000.00"), "updated_at": server_now(coll)})
+    run_mongo_stream(settings)  # both events in one micro-batch
+    assert facts(settings)["MG2001"][0] == Decimal("126000.00")
+    run_mongo_stream(settings)  # and a later batch leaves it so
+    assert facts(settings)["MG2001"][0] == Decimal("126000.00")
+
+
+def test_a_document_written_behind_the_read_is_caught_by_the_overlap(mongo, monkeypatch):
+    """A writer whose clock is behind the server's commits while the run reads: its updated_at
+    is inside the window, at a place the cursor has passed. The next run's overlap
+    (ETL_OVERLAP_SECONDS, 0 in the other tests) re-reads it."""
+    settings, coll = mongo
+    settings = replace(settings, overlap_seconds=300, chunk_rows=20)
+    now = server_now(coll)
+    coll.insert_many(list(mongodb_seed.generated(60, now)))
+    run_mongo(settings)
+    real = mongo_pipeline.source_mongo.documents
+    late = {**mongodb_seed.demo_documents(now)[0], "transaction_id": "MGLATE"}
+
+    def reading(*args, **kwargs):
+        for i, docs in enumerate(real(*args, **kwargs)):
+            yield docs
+            if i == 0:  # committed now, stamped 30 s ago: behind the cursor
+                coll.insert_one({**late, "updated_at": server_now(coll) - timedelta(seconds=30)})
+
+    monkeypatch.setattr(mongo_pipeline.source_mongo, "documents", reading)
+    second = run_mongo(settings)
+    assert second.mode == "incremental" and second.documents >= 60  # the overlap: all again
+    monkeypatch.setattr(mongo_pipeline.source_mongo, "documents", real)
+    assert "MGLATE" not in facts(settings)  # missed by the run it was written under
+    run_mongo(settings)
+    assert facts(settings)["MGLATE"][0] == Decimal("125000.00")  # caught by the next one
+    assert len(facts(settings)) == 61
+
+
+def test_the_merchant_query_answers_across_both_sources(mongo):
+    """Querying_Total_Transaction_Merchant.sql, unchanged, against the sales counted in both
+    sources themselves."""
+    settings, coll = mongo
+    run_batch(settings)
+    coll.insert_many(mongodb_seed.demo_documents(server_now(coll)))
+    run_mongo(settings)
+    wanted: dict[tuple[str, str], int] = {}
+    for name, category, n in mysql_exec(
+            settings.mysql_database,
+            "SELECT m.name, m.category, count(*) FROM transactions t JOIN merchants m "
+            "USING (merchant_id) WHERE t.status = 'SUCCESS' GROUP BY m.name, m.category"):
+        wanted[(name, category)] = int(n)
+    for doc in coll.find({"status": "SUCCESS"}):
+        key = (doc["merchant"]["name"], doc["merchant"]["category"])
+        wanted[key] = wanted.get(key, 0) + 1
+    with opened(settings.warehouse) as wh:
+        text = (ROOT / "Querying_Total_Transaction_Merchant.sql").read_text()
+        sql = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+        rows = {(r[0], r[1]): int(r[2]) for r in wh.query(sql.strip().rstrip(";"))}
+    assert rows == wanted
+    assert rows[("Tokopedia", "E-commerce")] == 2  # TX1003 (MySQL) and MG2001 (MongoDB)
+
+
+def test_the_seed_is_idempotent(mongo, monkeypatch):
+    """Run twice (as the compose seed service is, on every `up`): the same documents, once."""
+    settings, coll = mongo
+    monkeypatch.setenv("MONGODB_URL", URL)
+    monkeypatch.setenv("MONGODB_DATABASE", settings.mongodb_database)
+    assert mongodb_seed.main([]) == 0
+    first = {d["_id"]: d for d in coll.find()}
+    assert mongodb_seed.main([]) == 0
+    assert {d["_id"]: d for d in coll.find()} == first  # untouched: not even updated_at
+    assert sorted(d["transaction_id"] for d in first.values()) == ["MG2001", "MG2002", "MG2003"]
+    assert mongodb_seed.main(["--generate", "30"]) == 0
+    assert mongodb_seed.main(["--generate", "30"]) == 0
+    assert coll.count_documents({}) == 33

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -10,7 +10,7 @@ from bson.datetime_ms import DatetimeMS
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
-from ewallet_etl.core.documents import BadDocument, flatten
+from ewallet_etl.core.documents import BadDocument, flatten, refused_version
 
 AT = datetime(2025, 3, 1, 9, 0, 0, 120000, tzinfo=timezone.utc)
 DOC = {"transaction_id": "M1", "user": {"id": 1, "name": "Andi", "email": "a@x", "city": "J"},
@@ -59,3 +59,79 @@ def test_each_rule_refuses_with_its_reason(change, reason):
     with pytest.raises(BadDocument) as refused:
         flatten({**DOC, **change})
     assert str(refused.value) == reason
+
+
+# --- issue 16 audit: 64-bit integers, dates the window and the warehouse can hold ----------
+
+@pytest.mark.parametrize("amount, value", [
+    (Int64(5000), Decimal(5000)), (Int64(3_000_000_000), Decimal(3_000_000_000))])
+def test_a_bson_int64_amount_is_an_integer(amount, value):
+    assert flatten({**DOC, "amount": amount}).amount == value
+
+
+def test_a_bool_amount_is_not_a_number():
+    with pytest.raises(BadDocument, match="amount is not a decimal number"):
+        flatten({**DOC, "amount": True})
+
+
+LAST = datetime(2106, 2, 7, 6, 28, 15, tzinfo=timezone.utc)  # ClickHouse DateTime's last second
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"updated_at": "2025-03-01T09:00:00+00:00"},
+     "updated_at is not a BSON date (an incremental window cannot see a text)"),
+    ({"updated_at": 1_740_819_600}, "updated_at is not a BSON date (an incremental window "
+                                    "cannot see a text)"),
+    ({"transaction_time": LAST + timedelta(seconds=1), "updated_at": LAST},
+     "transaction_time outside DateTime range (1970-01-01..2106-02-07)"),
+    ({"transaction_time": datetime(2200, 1, 1, tzinfo=timezone.utc)},
+     "transaction_time outside DateTime range (1970-01-01..2106-02-07)"),
+    ({"updated_at": LAST + timedelta(seconds=1)},
+     "updated_at outside DateTime range (1970-01-01..2106-02-07)"),
+    ({"updated_at": datetime(9999, 12, 31, tzinfo=timezone.utc)},
+     "updated_at outside DateTime range (1970-01-01..2106-02-07)"),
+    ({"updated_at": datetime(1969, 12, 31, tzinfo=timezone.utc)},
+     "updated_at outside DateTime range (1970-01-01..2106-02-07)"),
+])
+def test_dates_must_be_bson_dates_within_clickhouse_datetime(change, reason):
+    with pytest.raises(BadDocument) as refused:
+        flatten({**DOC, **change})
+    assert str(refused.value) == reason
+
+
+def test_the_last_datetime_second_is_accepted():
+    flat = flatten({**DOC, "transaction_time": LAST, "updated_at": LAST})
+    assert flat.transaction_time == LAST
+
+
+def test_an_iso_text_transaction_time_is_still_accepted():
+    """Business data, not the window's key: a text with an offset is a time like any other."""
+    flat = flatten({**DOC, "transaction_time": "2025-01-10T08:15:00+07:00"})
+    assert flat.transaction_time == datetime(2025, 1, 10, 1, 15, tzinfo=timezone.utc)
+
+
+def test_updated_at_after_the_latest_acceptable_time_is_in_the_future():
+    latest = AT + timedelta(minutes=5)
+    assert flatten(DOC, latest).version == 1_740_819_600_120_000
+    with pytest.raises(BadDocument, match="^updated_at is in the future$"):
+        flatten({**DOC, "updated_at": latest + timedelta(microseconds=1000)}, latest)
+
+
+def test_cyclic_looking_structures_are_ignored():
+    """BSON cannot hold a cycle, but a document can hold a copy of itself, or a reference to
+    its own _id: neither is part of the star schema."""
+    inner = dict(DOC)
+    doc = {**DOC, "_id": "x1", "device": {"self": inner, "ref": {"$ref": "transactions",
+                                                                 "$id": "x1"}},
+           "items": [inner, [inner, {"again": inner}]]}
+    assert flatten(doc) == flatten(DOC)
+
+
+@pytest.mark.parametrize("updated_at, version", [
+    (AT, 1_740_819_600_120_000),  # a good date: its own version
+    (None, 7), ("2025-03-01T09:00:00+00:00", 7),  # none to use: the run's clock
+    (datetime(2200, 1, 1, tzinfo=timezone.utc), 7),  # in the future: the run's clock
+])
+def test_the_version_of_a_refused_document(updated_at, version):
+    latest = AT + timedelta(minutes=5)
+    assert refused_version({**DOC, "updated_at": updated_at}, latest, 7) == version
