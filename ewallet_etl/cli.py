@@ -35,7 +35,8 @@ from ewallet_etl.pipelines import faults
 
 log = logging.getLogger("ewallet_etl")
 ENVIRONMENT = ("Reads (README: Configuration; defaults: the local stack) MYSQL_HOST MYSQL_PORT "
-               "MYSQL_USER MYSQL_PASSWORD MYSQL_DATABASE CLICKHOUSE_URL ETL_MAX_RETRIES LOG_LEVEL")
+               "MYSQL_USER MYSQL_PASSWORD MYSQL_DATABASE CLICKHOUSE_URL MONGODB_URL "
+               "MONGODB_DATABASE MONGODB_COLLECTION ETL_MAX_RETRIES LOG_LEVEL")
 QUIET_LIBRARIES = ("clickhouse_driver", "pymysqlreplication")
 
 
