@@ -132,7 +132,8 @@ def test_a_backfill_of_a_date_range_reloads_exactly_those_days(env):
     checked = dg.materialize([d.fact_sales_by_day, d.partition_reconciled],
                              resources={"etl": d.EtlSettings()},
                              selection=dg.AssetSelection.checks(d.partition_reconciled),
-                             partition_key="2025-01-11", raise_on_error=False)
+                             tags=backfill_tags("2025-01-11", "2025-01-11"),
+                             raise_on_error=False)
     assert checks_of(checked) == {"partition_reconciled": False}
     assert not checked.success  # blocking: the backfill's run fails, visibly
 
