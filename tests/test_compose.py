@@ -478,3 +478,55 @@ def test_loop_goes_on_after_a_failed_run_and_stops_on_sigterm(
         started = time.monotonic()
         assert proc.wait(timeout=10) == 143
         assert time.monotonic() - started < 5, "SIGTERM must not wait for the run or the sleep"
+
+
+# --- the MongoDB source in compose (issue 16) --------------------------------------------------
+
+MONGO_SERVICES = ("mongodb", "mongodb_seed", "mongo_etl_service")
+
+
+def test_mongodb_is_part_of_the_default_stack(config: dict) -> None:
+    """`docker compose up` loads MongoDB's documents into the same star schema: its server, its
+    seed and its loop start without a profile (the MySQL services do not depend on them)."""
+    services = config["services"]
+    for name in MONGO_SERVICES:
+        assert "profiles" not in services[name], name
+    for name in ("mysql_source", "clickhouse", "dagster_webserver", "dagster_daemon"):
+        assert not set(services[name].get("depends_on", {})) & set(MONGO_SERVICES), name
+
+
+def test_mongodb_healthcheck_initiates_and_waits_for_a_writable_primary(config: dict) -> None:
+    """rs.status() answers (exit 0) before the set has a primary: healthy must mean writable."""
+    svc = config["services"]["mongodb"]
+    check = svc["healthcheck"]["test"]
+    script = check if isinstance(check, str) else " ".join(check)
+    assert "rs.initiate(" in script and "host: 'mongodb:27017'" in script
+    assert "quit(db.hello().isWritablePrimary ? 0 : 1)" in script
+    assert "--replSet rs0" in " ".join(svc["command"])
+    env = {k: str(v) for k, v in services_env(config, "mongo_etl_service").items()}
+    url = Settings.from_env(env).mongodb_url
+    assert url.startswith("mongodb://mongodb:27017/") and "replicaSet=rs0" in url
+
+
+def services_env(config: dict, name: str) -> dict[str, Any]:
+    return {k: v for k, v in config["services"][name]["environment"].items() if v is not None}
+
+
+def test_the_demo_seed_is_a_one_shot_service_the_mongodb_loop_waits_for(config: dict) -> None:
+    services = config["services"]
+    seed = services["mongodb_seed"]
+    command = seed["command"] if isinstance(seed["command"], list) else shlex.split(
+        seed["command"])
+    assert command[:2] == ["python", "seed/mongodb_seed.py"] and "--reset" not in command
+    assert (ROOT / command[1]).is_file() and in_build_context(command[1])
+    assert seed["depends_on"]["mongodb"]["condition"] == "service_healthy"
+    assert str(seed.get("restart", "no")) == "no", "one shot: it ends, and stays ended"
+    assert seed["image"] == services["dagster_webserver"]["image"]
+    assert seed.get("pull_policy") == "never"
+    assert Settings.from_env({k: str(v) for k, v in services_env(config, "mongodb_seed").items()}
+                             ).mongodb_url.startswith("mongodb://mongodb:27017/")
+    loop = services["mongo_etl_service"]["depends_on"]
+    assert loop["mongodb_seed"]["condition"] == "service_completed_successfully"
+    assert loop["mongodb"]["condition"] == "service_healthy"
+    assert {name: loop[name]["condition"] for name in SERVERS} == dict.fromkeys(
+        SERVERS, "service_healthy")
