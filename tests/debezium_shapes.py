@@ -167,3 +167,40 @@ def history(mode: str = "precise", micro: bool = False, schemas: bool = True,
         event("d", c, None, 5000, **kw), "null",  # the delete's Kafka tombstone
     ]
     return messages, {"DBZ1": a2, "DBZ2": b2}
+
+
+# users and merchants: their id (INT UNSIGNED -> int64), three texts, two TIMESTAMP(6) columns
+DIMENSION_COLUMNS = {"users": ("user_id", ("name", "email", "city")),
+                     "merchants": ("merchant_id", ("name", "category", "city"))}
+
+
+def dimension_event(table: str, row: dict[str, Any], pos: int, *, op: str = "r",
+                    schemas: bool = True, db: str = "ewallet_source") -> str:
+    """One users or merchants change (`row`: the source columns, times as aware UTC
+    datetimes), as the JSON converter writes it; a delete carries the row as `before`."""
+    key, texts = DIMENSION_COLUMNS[table]
+    fields = ([{"type": "int64", "optional": False, "field": key}]
+              + [{"type": "string", "optional": False, "field": name} for name in texts]
+              + [zoned("created_at"), zoned("updated_at")])
+    image = {key: row[key], **{name: row[name] for name in texts},
+             **{name: row[name].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                for name in ("created_at", "updated_at")}}
+    ts_us = _micros(row["updated_at"])
+    payload = {
+        "before": image if op == "d" else None, "after": None if op == "d" else image,
+        "source": {"version": "2.7.3.Final", "connector": "mysql", "name": "ewallet",
+                   "ts_ms": ts_us // 1000, "snapshot": "true" if op == "r" else "false",
+                   "db": db, "sequence": None, "ts_us": ts_us, "ts_ns": ts_us * 1000,
+                   "table": table, "server_id": 1, "gtid": None, "file": "binlog.000003",
+                   "pos": pos, "row": 0, "thread": 7, "query": None},
+        "op": op, "ts_ms": ts_us // 1000 + 5, "transaction": None,
+    }
+    value_name = f"ewallet.{db}.{table}.Value"
+    schema = {"type": "struct", "optional": False, "version": 2,
+              "name": f"ewallet.{db}.{table}.Envelope", "fields": [
+                  {"type": "struct", "fields": fields, "optional": True, "name": value_name,
+                   "field": "before"},
+                  {"type": "struct", "fields": fields, "optional": True, "name": value_name,
+                   "field": "after"},
+                  {"type": "string", "optional": False, "field": "op"}]}
+    return json.dumps({"schema": schema, "payload": payload} if schemas else payload)

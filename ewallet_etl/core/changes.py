@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ewallet_etl.core import events, transform, value_rules, version_scheme
+from ewallet_etl.core.dimension_changes import DimChange, to_dim_change
 from ewallet_etl.core.events import BadEvent, BadRow, ChangeEvent, Op, Reject
 from ewallet_etl.core.instants import EPOCH, NAIVE_EPOCH
 
@@ -235,6 +236,10 @@ def printable(raw: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+class SchemeRefused(BadEvent):
+    """An event whose version scheme is not the one the replicas are claimed for."""
+
+
 class SchemeGate:
     """Admits into cdc_transactions only events of the scheme that feeds it. An unclaimed
     table is claimed (through `claim`, before the batch is inserted) by the first event that
@@ -245,10 +250,9 @@ class SchemeGate:
         self.claimed, self._claim = claimed, claim
 
     def admit(self, event: ChangeEvent) -> Change:
-        """The validated change, or BadEvent: the scheme is checked first, then the row."""
-        reason = version_scheme.refusal(TABLE, self.claimed, event.scheme)
-        if reason:
-            raise BadEvent(reason)
+        """The validated change, or BadEvent: the scheme is checked first (SchemeRefused),
+        then the row."""
+        self._check_scheme(event)
         try:
             change = to_change(event)
         except BadRow:  # its version is written (a retraction): the scheme is decided
@@ -256,6 +260,18 @@ class SchemeGate:
             raise
         self._claim_for(event)
         return change
+
+    def admit_dimension(self, event: ChangeEvent) -> DimChange:
+        """A users/merchants event, for the replicas the same claim covers."""
+        self._check_scheme(event)
+        change = to_dim_change(event)
+        self._claim_for(event)
+        return change
+
+    def _check_scheme(self, event: ChangeEvent) -> None:
+        reason = version_scheme.refusal(TABLE, self.claimed, event.scheme)
+        if reason:
+            raise SchemeRefused(reason)
 
     def _claim_for(self, event: ChangeEvent) -> None:
         if self.claimed is None and event.scheme is not None:

@@ -28,8 +28,9 @@ The two schemes are not comparable, so every ChangeEvent says which one its vers
 (`scheme`, see `version_scheme.py`): a replica table takes one scheme only.
 
 Debezium Kafka tombstones (`null`, `{"payload": null}`) are skipped: they carry no change.
-Debezium events of another table, or of another database than the one `read_events` is given,
-become `Skipped` items: not ours, so neither applied nor refused, only counted.
+Debezium events of the three source tables are ours (transactions keyed by `transaction_id`,
+users and merchants by their id); events of another table, or of another database than the
+one `read_events` is given, become `Skipped` items: neither applied nor refused, only counted.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ from ewallet_etl.core.version_scheme import (
 
 CHUNK_CHARS = 1 << 20
 DEFAULT_TABLE = "transactions"
+# The source tables a Debezium file may carry, and the column that keys each one's events.
+KEY_COLUMNS = {"transactions": "transaction_id", "users": "user_id", "merchants": "merchant_id"}
+MAX_ID = (1 << 32) - 1
 SOURCE_COLUMNS = ("transaction_id", "user_id", "merchant_id", "amount", "status",
                   "transaction_time")
 MICROSECOND = timedelta(microseconds=1)
@@ -190,6 +194,8 @@ def from_flat(obj: Mapping[str, Any], raw: str = "") -> ChangeEvent:
     table = obj.get("table", DEFAULT_TABLE)
     if not isinstance(table, str):
         raise BadEvent("table is not a string")
+    if table != DEFAULT_TABLE:  # the flat format has the transactions' columns only
+        raise BadEvent("table is not replicated")
     row = {name: obj[name] for name in SOURCE_COLUMNS if name in obj}
     return ChangeEvent(FLAT_OPS[op], table, key, row, version, raw, Scheme.MICROS)
 
@@ -215,7 +221,10 @@ def from_debezium(env: Mapping[str, Any], raw: str = "", database: str | None = 
     image = env.get(side)
     if not isinstance(image, dict):
         raise BadEvent("Debezium event without its row image")
-    key = event_key(image.get("transaction_id"))
+    if table == DEFAULT_TABLE:
+        key = event_key(image.get("transaction_id"))
+    else:
+        key = dimension_key(image.get(KEY_COLUMNS[table]), KEY_COLUMNS[table])
     try:
         row = debezium.decode_row(image, debezium.field_schemas(schema, side))
     except debezium.DecodeError as exc:
@@ -288,6 +297,15 @@ def event_key(value: Any) -> str:
     if not KEY_PATTERN.fullmatch(value):
         raise BadEvent("transaction_id is empty, too long or has invalid characters")
     return value
+
+
+def dimension_key(value: Any, column: str) -> str:
+    """A users/merchants id from an event's row image, as the key text (`"42"`)."""
+    if value is None:
+        raise BadEvent(f"missing {column}")
+    if type(value) is not int or not 0 <= value <= MAX_ID:
+        raise BadEvent(f"{column} is not an id (0..4294967295)")
+    return str(value)
 
 
 def _reject(obj: Any, raw: str, reason: str) -> Reject:

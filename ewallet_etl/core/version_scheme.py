@@ -29,6 +29,9 @@ from enum import Enum
 from typing import Any, Mapping
 
 REPLICATED_TABLE = "transactions"  # the source table behind cdc_transactions
+# Whose change events feed the replicas and the star schema; a claim on cdc_transactions
+# covers the users and merchants replicas the same stream feeds.
+SOURCE_TABLES = ("transactions", "users", "merchants")
 RESET_HINT = "cdc-stream.py --reset-replica"
 
 
@@ -93,10 +96,10 @@ def unknown_claim_problem(table: str, text: str) -> str:
 
 
 def is_foreign(db: str | None, table: str, database: str | None) -> bool:
-    """True for an event of another table, or of another database than `database` when the
-    event names one (names compare exactly, as MySQL does on Linux). `database` None: only
-    the table counts."""
-    if table != REPLICATED_TABLE:
+    """True for an event of a table that is not one of the three source tables, or of another
+    database than `database` when the event names one (names compare exactly, as MySQL does on
+    Linux). `database` None: only the table counts."""
+    if table not in SOURCE_TABLES:
         return True
     return db is not None and database is not None and db != database
 

@@ -25,7 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Sequence, TextIO
+from typing import Callable, Iterable, Sequence, TextIO
 
 from ewallet_etl.audit import (
     RunRecord,
@@ -41,6 +41,7 @@ from ewallet_etl.core.changes import (
     TABLE,
     Change,
     SchemeGate,
+    SchemeRefused,
     event_reject,
     printable,
     reduce_changes,
@@ -49,9 +50,11 @@ from ewallet_etl.core.changes import (
     to_arrow,
     to_change,
 )
+from ewallet_etl.core.dimension_changes import DIMENSIONS, DimChange, to_dim_change
 from ewallet_etl.core.errors import first_line, outcome
 from ewallet_etl.core.events import BadEvent, BadRow, ChangeEvent, Item, Op, Reject, Skipped
 from ewallet_etl.pipelines import star_apply
+from ewallet_etl.pipelines.dimension_apply import apply_dimension
 from ewallet_etl.pipelines.faults import fault_point
 from ewallet_etl.pipelines.progress import Progress
 from ewallet_etl.state import lineage as cdc_lineage
@@ -111,36 +114,75 @@ class CdcReport:
 def apply_items(wh: Warehouse, items: Iterable[Item], report: CdcReport, batch_size: int,
                 gate: SchemeGate | None = None) -> None:
     """Validate (through `gate` when given), cut into batches of `batch_size` records, reduce
-    and apply each batch. Skipped items are only counted."""
+    and apply each batch. Users and merchants events (Debezium files carry them) go to their
+    replicas and dimensions, before the batch's transactions. Skipped items are only counted.
+    An event the gate refuses for its version scheme is the replica's refusal only: the star
+    schema, versioned by change time whatever the scheme, still takes it (`star_only`)."""
     admit = gate.admit if gate is not None else to_change
+    admit_dimension = gate.admit_dimension if gate is not None else to_dim_change
     progress = Progress("change events read")
-    changes: list[Change] = []
-    rejects: list[Reject] = []
+    batch = _Batch()
     for item in items:
         if type(item) is ChangeEvent:
             report.parsed += 1
-            try:
-                changes.append(admit(item))
-            except BadRow as exc:
-                rejects.append(event_reject(item, str(exc)))
-                changes.append(retraction(item))
-            except BadEvent as exc:
-                rejects.append(event_reject(item, str(exc)))
+            if item.table in DIMENSIONS:
+                batch.dimensions.append(item)
+            else:
+                batch.add_transaction(item, admit)
         elif type(item) is Skipped:
             report.parsed += 1
             report.skip(item)
             continue
         else:
-            rejects.append(item)
-        if len(changes) + len(rejects) >= batch_size:
+            batch.rejects.append(item)
+        if batch.size() >= batch_size:
             before = report.events_read
-            apply_batch(wh, changes, rejects, report)
+            batch.apply(wh, report, admit_dimension)
             progress.add(report.events_read - before)
-            changes, rejects = [], []
+            batch = _Batch()
             if report.batches == 1:
                 fault_point("cdc_after_first_batch")
-    if changes or rejects:
-        apply_batch(wh, changes, rejects, report)
+    if batch.size():
+        batch.apply(wh, report, admit_dimension)
+
+
+@dataclass
+class _Batch:
+    """The events of one micro-batch, sorted by where they go."""
+
+    changes: list[Change] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    star_only: list[Change] = field(default_factory=list)
+    dimensions: list[ChangeEvent] = field(default_factory=list)
+
+    def add_transaction(self, event: ChangeEvent, admit: Callable[[ChangeEvent], Change]) -> None:
+        try:
+            self.changes.append(admit(event))
+        except BadRow as exc:
+            self.rejects.append(event_reject(event, str(exc)))
+            self.changes.append(retraction(event))
+        except SchemeRefused as exc:
+            self.rejects.append(event_reject(event, str(exc)))
+            try:
+                self.star_only.append(to_change(event))
+            except BadEvent:
+                pass  # refused on its own too: the replica's reject says enough
+        except BadEvent as exc:
+            self.rejects.append(event_reject(event, str(exc)))
+
+    def size(self) -> int:
+        return len(self.changes) + len(self.rejects) + len(self.dimensions)
+
+    def apply(self, wh: Warehouse, report: CdcReport,
+              admit_dimension: Callable[[ChangeEvent], DimChange]) -> None:
+        for table in DIMENSIONS:  # before the facts: their members are then the real ones
+            events_of = [e for e in self.dimensions if e.table == table]
+            if events_of:
+                apply_dimension(wh, table, events_of, report, SOURCE, admit_dimension)
+        if self.changes or self.rejects:
+            apply_batch(wh, self.changes, self.rejects, report)
+        if self.star_only and report.feed_star:
+            star_apply.apply_transactions(wh, reduce_changes(self.star_only).rows, report)
 
 
 def apply_batch(wh: Warehouse, changes: Sequence[Change], rejects: Sequence[Reject],

@@ -166,12 +166,13 @@ def test_one_file_of_both_schemes_applies_the_claimed_one_only(settings, wh, tmp
 def test_debezium_events_of_other_databases_and_tables_are_skipped(settings, wh, tmp_path,
                                                                    caplog, override):
     db = "ewallet_source" if override else settings.mysql_database
-    user = {"user_id": 7, "name": "Andi", "email": "a@example.com"}
+    user = {"user_id": 7, "name": "Andi", "email": "a@example.com", "city": "Jakarta",
+            "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-02T03:04:05.123456Z"}
     events = write_lines(tmp_path / "debezium.jsonl", [
         debezium("c", "TXA", 100, "PENDING", db=db),
         debezium("u", "TXA", 200, "SUCCESS", db=db),
         debezium("c", "TXO", 300, db="other_db"),
-        debezium("c", "", 400, db=db, table="users", image=user),
+        debezium("c", "", 400, db=db, table="users", image=user),  # ours: cdc_users, dim_users
         debezium("d", "", 500, db="other_db", table="merchants", image={"merchant_id": 1}),
         debezium("c", "TXN", 600, db=None),  # no database named: this one's
         "null",  # a Kafka tombstone: no event at all
@@ -185,12 +186,14 @@ def test_debezium_events_of_other_databases_and_tables_are_skipped(settings, wh,
             "TXN": (3, 1, Decimal("12.34"), "SUCCESS", "2025-01-10 08:15:00"),
         }
     assert wh.query(QUARANTINED_SQL) == []
-    assert wh.query(RUNS_SQL) == [("success", 6, 2, 0, "skipped=3")] * 2
+    assert wh.query(RUNS_SQL) == [("success", 6, 3, 0, "skipped=2")] * 2
+    assert wh.query("SELECT user_id, name, city FROM analytics_dw.v_dim_users") == [
+        (7, "Andi", "Jakarta")]
     logged = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()
               and "other" in r.getMessage()]
-    assert logged and all("other_db.transactions=1" in m and f"{db}.users=1" in m
-                          and "other_db.merchants=1" in m for m in logged), logged
-    assert any(" skipped=3 " in r.getMessage() for r in caplog.records)
+    assert logged and all("other_db.transactions=1" in m and "other_db.merchants=1" in m
+                          and "users" not in m for m in logged), logged
+    assert any(" skipped=2 " in r.getMessage() for r in caplog.records)
 
 
 def test_debezium_of_another_database_is_skipped_without_the_flag(settings, wh, tmp_path):

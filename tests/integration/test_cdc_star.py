@@ -25,7 +25,7 @@ from ewallet_etl.pipelines.reconcile import compare
 from ewallet_etl.pipelines.replay import run_replay
 from ewallet_etl.sources.binlog import ColumnsMissing
 from ewallet_etl.state import store
-from tests.debezium_shapes import history
+from tests.debezium_shapes import Row, dimension_event, event, history
 from tests.helpers import ROOT, mysql_exec, opened
 from tests.integration.test_binlog_cdc import Writer
 from tests.integration.test_source_sequences import INSERT_TX, NO_FK, write_as
@@ -255,6 +255,66 @@ def test_real_shaped_debezium_events_land_in_the_replica_and_the_star(settings, 
     assert [int(v) for *_, v in facts] == [
         int(final[k].updated_at.timestamp()) * 1_000_000 + final[k].updated_at.microsecond
         for k, *_ in facts]
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=timezone.utc)  # read in a UTC session
+
+
+def debezium_copy_of_the_source(db: str) -> list[str]:
+    """The source's three tables as Debezium snapshot reads (precise decimals, schemas on):
+    the transactions first, their users and merchants after them."""
+    users = mysql_exec(db, "SELECT user_id, name, email, city, created_at, updated_at FROM users")
+    merchants = mysql_exec(db, "SELECT merchant_id, name, category, city, created_at, "
+                               "updated_at FROM merchants")
+    transactions = mysql_exec(db, "SELECT transaction_id, user_id, merchant_id, amount, status, "
+                                  "transaction_time, updated_at FROM transactions")
+    messages = [event("r", None, Row(t, u, m, a, s, _as_utc(at), _as_utc(up)), 100 + i, db=db)
+                for i, (t, u, m, a, s, at, up) in enumerate(transactions)]
+    for table, rows, names in (("users", users, ("user_id", "name", "email", "city")),
+                               ("merchants", merchants,
+                                ("merchant_id", "name", "category", "city"))):
+        for values in rows:
+            row = dict(zip((*names, "created_at", "updated_at"), values, strict=True))
+            row["created_at"], row["updated_at"] = (_as_utc(row["created_at"]),
+                                                    _as_utc(row["updated_at"]))
+            messages.append(dimension_event(table, row, 900 + len(messages), db=db))
+    return messages
+
+
+def test_a_debezium_file_of_the_three_tables_gives_the_star_a_batch_load_gives(settings,
+                                                                             batch_twin):
+    """Users and merchants events fill the dimensions (names, categories, cities), not only
+    inferred members; facts that arrive before their users get the real members later."""
+    messages = debezium_copy_of_the_source(settings.mysql_database)
+    report = run_replay(settings, io.StringIO("\n".join(messages)), "debezium", 3)
+    assert (report.rejected, report.skipped, report.events_read) == (0, 0, len(messages))
+    assert_star_equals_a_batch_load(settings, batch_twin)
+    with opened(settings.warehouse) as wh:
+        names = wh.query("SELECT name FROM analytics_dw.v_cdc_users ORDER BY user_id")
+    assert [n for (n,) in names] == [n for (n,) in mysql_exec(
+        settings.mysql_database, "SELECT name FROM users ORDER BY user_id")]
+
+
+def test_the_star_takes_changes_the_replica_refuses_for_their_version_scheme(settings,
+                                                                           batch_twin):
+    """A flat file claims the replica for microsecond versions; a later Debezium file (binlog
+    positions) is refused by the replica, but the business tables still take its changes."""
+    [(user, merchant, amount, status, at, updated)] = mysql_exec(
+        settings.mysql_database, "SELECT user_id, merchant_id, amount, status, transaction_time, "
+                                 "updated_at FROM transactions WHERE transaction_id = 'TX1003'")
+    flat = json.dumps({"op": "insert", "transaction_id": "TX1003", "user_id": user,
+                       "merchant_id": merchant, "amount": str(amount), "status": status,
+                       "transaction_time": _as_utc(at).isoformat(),
+                       "_version": _as_utc(updated).isoformat()})
+    run_replay(settings, io.StringIO(flat), "flat", 100)
+    mysql_exec(settings.mysql_database, "UPDATE transactions SET amount = amount + 1, "
+                                        "status = 'REFUNDED' WHERE transaction_id = 'TX1001'")
+    messages = debezium_copy_of_the_source(settings.mysql_database)
+    report = run_replay(settings, io.StringIO("\n".join(messages)), "debezium", 100)
+    assert report.rejected == len(messages)  # every one refused by the replica, with its reason
+    assert set(report.reject_reasons) == {next(iter(report.reject_reasons))}
+    assert_star_equals_a_batch_load(settings, batch_twin)
 
 
 def test_schema_changes_in_the_stream_keep_the_star_right_or_quarantine_with_a_reason(

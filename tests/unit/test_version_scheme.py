@@ -113,8 +113,10 @@ def test_an_unknown_claim_is_an_error(text):
     (None, "transactions", False),
     ("ewallet_source", "transactions", False),
     ("other_db", "transactions", True),
-    ("ewallet_source", "users", True),
-    (None, "merchants", True),
+    ("ewallet_source", "users", False),  # the dimensions' events feed dim_users, dim_merchants
+    (None, "merchants", False),
+    ("ewallet_source", "orders", True),
+    ("other_db", "users", True),
     ("EWALLET_SOURCE", "transactions", True),  # names are compared exactly, as the binlog does
 ])
 def test_is_foreign(db, table, foreign):
@@ -123,7 +125,8 @@ def test_is_foreign(db, table, foreign):
 
 def test_without_a_configured_database_only_the_table_counts():
     assert is_foreign("other_db", "transactions", None) is False
-    assert is_foreign("other_db", "users", None) is True
+    assert is_foreign("other_db", "users", None) is False
+    assert is_foreign("other_db", "orders", None) is True
 
 
 def test_origin_label():
@@ -132,25 +135,31 @@ def test_origin_label():
 
 
 def test_debezium_events_of_other_tables_and_databases_are_skipped_not_refused():
-    user = {"user_id": 7, "name": "Andi"}  # no transaction_id: would be refused if parsed
+    user = {"user_id": 7, "name": "Andi"}
+    order = {"order_id": 7}  # no transaction_id: would be refused if parsed
     text = "\n".join([
         debezium(db="ewallet_source", table="transactions", ts_ms=1),
         debezium(db="other_db", table="transactions", ts_ms=1),
-        debezium(user, db="ewallet_source", table="users", ts_ms=1),
+        debezium(user, db="ewallet_source", table="users", ts_ms=1),  # ours: dim_users
         debezium(table="transactions", ts_ms=1),  # no db named: the configured one
-        json.dumps({"before": None, "after": user, "op": "t",
-                    "source": {"db": "ewallet_source", "table": "users"}}),
+        debezium(order, db="ewallet_source", table="orders", ts_ms=1),
+        json.dumps({"before": None, "after": order, "op": "t",
+                    "source": {"db": "ewallet_source", "table": "orders"}}),
+        debezium(user, db="other_db", table="users", ts_ms=1),
     ])
-    kinds = [type(i) for i in parsed(text, "ewallet_source")]
-    assert kinds == [ChangeEvent, Skipped, Skipped, ChangeEvent, Skipped]
-    skipped = [i.label for i in parsed(text, "ewallet_source") if isinstance(i, Skipped)]
-    assert skipped == ["other_db.transactions", "ewallet_source.users", "ewallet_source.users"]
+    items = parsed(text, "ewallet_source")
+    assert [type(i) for i in items] == [ChangeEvent, Skipped, ChangeEvent, ChangeEvent, Skipped,
+                                        Skipped, Skipped]
+    assert (items[2].table, items[2].key) == ("users", "7")
+    skipped = [i.label for i in items if isinstance(i, Skipped)]
+    assert skipped == ["other_db.transactions", "ewallet_source.orders", "ewallet_source.orders",
+                       "other_db.users"]
 
 
 def test_flat_events_have_no_origin_and_are_never_skipped():
     text = json.dumps(FLAT) + "\n" + json.dumps({**FLAT, "table": "users"})
     kinds = [type(i) for i in parsed(text, "ewallet_source")]
-    assert kinds == [ChangeEvent, ChangeEvent]  # the second is refused later, as before
+    assert kinds == [ChangeEvent, Reject]  # the flat format carries transactions only
 
 
 def test_a_debezium_source_that_is_not_an_object_is_still_refused():
@@ -175,9 +184,8 @@ def test_the_first_event_with_a_usable_version_claims_and_the_other_scheme_is_re
         debezium(file="binlog.000001", pos=8),
         json.dumps(FLAT),
     ]))
-    with pytest.raises(BadEvent, match="table is not replicated"):
-        gate.admit(other_table)
-    assert claims == []  # nothing of it is written: it decides nothing
+    assert isinstance(other_table, Reject) and other_table.reason == "table is not replicated"
+    assert claims == []  # refused while parsing: it never reaches the gate
     with pytest.raises(BadRow, match="unknown status"):
         gate.admit(bad_binlog)
     assert claims == [Scheme.BINLOG]
