@@ -18,9 +18,11 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
-DEFAULT_CLICKHOUSE_URL = "chdb://.local/chdb"
+# Embedded chDB in a per-user data folder (the XDG convention), never the working folder: the
+# command runs from anywhere and finds the same warehouse. default_clickhouse_url() resolves it.
+DEFAULT_CLICKHOUSE_URL = "chdb://${XDG_DATA_HOME:-~/.local/share}/ewallet-etl/chdb"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 # name -> default; None means required-with-no-default (none are, today).
@@ -80,6 +82,22 @@ ENCODING_HINT = ("a password (or user) holding / @ : ? # or % must be percent-en
                  "/ as %2F and @ as %40")
 
 
+def default_clickhouse_url(env: Mapping[str, str]) -> str:
+    """chdb://$XDG_DATA_HOME/ewallet-etl/chdb, or ~/.local/share/... when XDG_DATA_HOME is unset
+    or relative (the XDG spec says to ignore a relative one)."""
+    base = env.get("XDG_DATA_HOME", "")
+    if not base.startswith("/"):
+        base = str(Path(env.get("HOME") or Path.home()) / ".local" / "share")
+    return f"chdb://{base.rstrip('/')}/ewallet-etl/chdb"
+
+
+def _whole(parts: SplitResult, name: str) -> None:
+    """A `?` or `#` inside a password ends the authority early: what follows, the password's
+    tail and the host, lands in the query or the fragment, with the `@`. Refused, unquoted."""
+    if "@" in parts.query or "@" in parts.fragment or parts.fragment:
+        raise ConfigError(f"{name} does not parse: {ENCODING_HINT}")
+
+
 def parse_clickhouse_url(url: str) -> WarehouseTarget:
     """Parse `clickhouse://user:password@host:port/db` (`clickhouse+tls://`, or `?secure=true`,
     for TLS) or `chdb://PATH[?database=db]`. Errors never quote the URL: it holds a secret."""
@@ -91,6 +109,7 @@ def parse_clickhouse_url(url: str) -> WarehouseTarget:
             raise ConfigError("CLICKHOUSE_URL chdb://PATH needs a PATH")
         return WarehouseTarget(kind="chdb", database=_identifier(database), path=path)
     if parts.scheme in ("clickhouse", "clickhouse+tls"):
+        _whole(parts, "CLICKHOUSE_URL")
         secure = parts.scheme == "clickhouse+tls" or _secure_flag(parts.query)
         try:
             port = parts.port or (9440 if secure else 9000)
@@ -126,10 +145,9 @@ def with_password(target: WarehouseTarget, password: str) -> WarehouseTarget:
 
 def _secure_flag(query: str) -> bool:
     options = parse_qs(query, keep_blank_values=True)
-    unknown = set(options) - {"secure"}
-    if unknown:
-        raise ConfigError(f"CLICKHOUSE_URL: unknown option(s) {', '.join(sorted(unknown))} "
-                          "(only ?secure=true|false)")
+    if set(options) - {"secure"}:  # not named: the text after ? may be a password's tail
+        raise ConfigError("CLICKHOUSE_URL: an unknown ?option (only ?secure=true|false); "
+                          f"{ENCODING_HINT}")
     value = options.get("secure", ["false"])[-1].lower()
     if value not in ("true", "false", "1", "0"):
         raise ConfigError("CLICKHOUSE_URL: secure must be true or false")
@@ -141,6 +159,10 @@ def parse_mysql_url(url: str) -> dict[str, str]:
     parts = urlsplit(url)
     if parts.scheme not in ("mysql", "mariadb"):
         raise ConfigError("MYSQL_URL must start with mysql://")
+    _whole(parts, "MYSQL_URL")
+    if parts.query:  # ignoring ?ssl=true would connect in clear text: refused, not dropped
+        raise ConfigError("MYSQL_URL takes no ?options (TLS and the rest are not supported); "
+                          f"{ENCODING_HINT}")
     try:
         port = parts.port
     except ValueError as exc:
@@ -148,11 +170,11 @@ def parse_mysql_url(url: str) -> dict[str, str]:
     database = parts.path.lstrip("/")
     if database and not IDENTIFIER.match(database):
         raise ConfigError(f"MYSQL_URL does not parse: its database is not a name; {ENCODING_HINT}")
-    values = {"MYSQL_HOST": parts.hostname, "MYSQL_PORT": str(port) if port else None,
+    values = {"MYSQL_HOST": parts.hostname or None, "MYSQL_PORT": str(port) if port is not None else None,
               "MYSQL_USER": unquote(parts.username) if parts.username else None,
               "MYSQL_PASSWORD": unquote(parts.password) if parts.password is not None else None,
               "MYSQL_DATABASE": database or None}
-    return {name: value for name, value in values.items() if value}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def _identifier(name: str) -> str:
@@ -200,6 +222,18 @@ def _mongo_name(value: str, name: str) -> str:
     if not value or len(value) > 120 or any(c in value for c in '/\\. "$\x00'):
         raise ConfigError(f"{name} must be a plain name (no / \\ . space \" $), got "
                           f"{value[:40]!r}")
+    return value
+
+
+def _name(value: str, name: str, limit: int = 100) -> str:
+    """A host, user, pipeline or stream name: not blank, printable, at most `limit` long (the
+    checkpoint's pipeline_name is a VARCHAR(100))."""
+    if not value.strip():
+        raise ConfigError(f"{name} must not be empty")
+    if not value.isprintable():
+        raise ConfigError(f"{name} must be printable (no control characters)")
+    if len(value) > limit:
+        raise ConfigError(f"{name} must be at most {limit} characters, got {len(value)}")
     return value
 
 
@@ -296,20 +330,21 @@ class Settings:
         env = resolve(layered_environment(os.environ) if env is None else env)
         get = lambda name: env.get(name, ENV_DEFAULTS[name])  # noqa: E731
         return cls(
-            mysql_host=get("MYSQL_HOST"),
+            mysql_host=_name(get("MYSQL_HOST"), "MYSQL_HOST", 255),
             mysql_port=_int(env, "MYSQL_PORT"),
-            mysql_user=get("MYSQL_USER"),
+            mysql_user=_name(get("MYSQL_USER"), "MYSQL_USER"),
             mysql_password=get("MYSQL_PASSWORD"),
             mysql_database=_identifier(get("MYSQL_DATABASE")),
-            warehouse=with_password(parse_clickhouse_url(get("CLICKHOUSE_URL")),
+            warehouse=with_password(parse_clickhouse_url(env["CLICKHOUSE_URL"] if "CLICKHOUSE_URL" in env
+                                                         else default_clickhouse_url(env)),
                                     get("CLICKHOUSE_PASSWORD")),
-            pipeline_name=get("ETL_PIPELINE_NAME"),
+            pipeline_name=_name(get("ETL_PIPELINE_NAME"), "ETL_PIPELINE_NAME"),
             chunk_rows=_int(env, "ETL_CHUNK_ROWS"),
             lag_seconds=_int(env, "ETL_LAG_SECONDS"),
             overlap_seconds=_int(env, "ETL_OVERLAP_SECONDS"),
             max_retries=_int(env, "ETL_MAX_RETRIES"),
             log_level=_log_level(get("LOG_LEVEL")),
-            cdc_stream_name=get("CDC_STREAM_NAME"),
+            cdc_stream_name=_name(get("CDC_STREAM_NAME"), "CDC_STREAM_NAME"),
             cdc_server_id=_int(env, "CDC_SERVER_ID"),
             cdc_batch_events=_int(env, "CDC_BATCH_EVENTS"),
             cdc_batch_ms=_int(env, "CDC_BATCH_MS"),

@@ -99,7 +99,7 @@ def test_tls_in_the_clickhouse_url_is_honoured(url, secure, port):
     ({"ETL_MAX_RETRIES": "many"}, "ETL_MAX_RETRIES must be an integer"),
     ({"MYSQL_PORT": "70000"}, "MYSQL_PORT must be between 1 and 65535"),
     ({"CLICKHOUSE_URL": "clickhouse://etl:pw@ch/dw?secure=maybe"}, "secure must be true or false"),
-    ({"CLICKHOUSE_URL": "clickhouse://etl:pw@ch/dw?compress=1"}, "unknown option(s) compress"),
+    ({"CLICKHOUSE_URL": "clickhouse://etl:pw@ch/dw?compress=1"}, "unknown ?option (only ?secure"),
     ({"CLICKHOUSE_URL": "postgres://x"}, "must start with clickhouse://"),
 ])
 def test_values_out_of_range_or_unknown_are_refused(env, message):
@@ -131,3 +131,78 @@ def test_the_star_schema_feed_is_on_unless_switched_off():
     assert settings().cdc_star_schema is True
     assert settings(CDC_STAR_SCHEMA="false").cdc_star_schema is False
     assert "CDC_STAR_SCHEMA must be true or false" in refused(CDC_STAR_SCHEMA="maybe")
+
+
+# --- audit of issue 14: every refused value, and no fragment of a secret in any message -------
+
+SECRET = "SeCrEt"
+
+
+@pytest.mark.parametrize("env", [
+    {"CLICKHOUSE_URL": f"clickhouse://etl:12?{SECRET}@127.0.0.1:19000/analytics_dw"},
+    {"CLICKHOUSE_URL": f"clickhouse://etl:12#{SECRET}@127.0.0.1:19000/analytics_dw"},
+    {"CLICKHOUSE_URL": f"clickhouse://etl:pw@ch/dw?{SECRET}=1"},
+    {"MYSQL_URL": f"mysql://etl:99#{SECRET}@127.0.0.1:13306/ewallet_source"},
+    {"MYSQL_URL": f"mysql://etl:99?{SECRET}@127.0.0.1:13306/ewallet_source"},
+    {"MYSQL_URL": f"mysql://etl:pa/{SECRET}@127.0.0.1:13306/ewallet_source"},
+    {"MYSQL_URL": f"mysql://etl:{SECRET}@db:3306/shop?ssl=true"},
+    {"MYSQL_URL": f"mysql://etl:{SECRET}@db:99999/shop"},
+    {"MONGODB_URL": f"http://etl:{SECRET}@mongo/"},
+])
+def test_a_url_a_secret_sits_in_is_refused_without_any_part_of_it(env):
+    message = refused(**env)
+    assert "percent-encoded" in message or "must start with" in message or "option" in message
+    for fragment in (SECRET, SECRET[:3], SECRET[-3:], "99", "12"):
+        assert fragment not in message, (fragment, message)
+
+
+def test_mysql_url_options_are_refused_not_ignored():
+    assert "MYSQL_URL takes no ?options" in refused(MYSQL_URL="mysql://etl:pw@db/shop?ssl=true")
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"ETL_PIPELINE_NAME": ""}, "ETL_PIPELINE_NAME must not be empty"),
+    ({"ETL_PIPELINE_NAME": "x" * 101}, "ETL_PIPELINE_NAME must be at most 100 characters"),
+    ({"MYSQL_HOST": ""}, "MYSQL_HOST must not be empty"),
+    ({"MYSQL_HOST": "  "}, "MYSQL_HOST must not be empty"),
+    ({"MYSQL_USER": ""}, "MYSQL_USER must not be empty"),
+    ({"CDC_STREAM_NAME": ""}, "CDC_STREAM_NAME must not be empty"),
+    ({"CDC_STREAM_NAME": "a\nb"}, "CDC_STREAM_NAME must be printable"),
+    ({"MYSQL_DATABASE": "shop-prod"}, "is not a valid database name"),
+    ({"CDC_SERVER_ID": "-1"}, "CDC_SERVER_ID must be between 0 and 4294967295"),
+    ({"CDC_SERVER_ID": str(2**32)}, "CDC_SERVER_ID must be between 0 and 4294967295"),
+    ({"CDC_BATCH_EVENTS": "0"}, "CDC_BATCH_EVENTS must be between 1 and"),
+    ({"CDC_BATCH_MS": "soon"}, "CDC_BATCH_MS must be an integer"),
+    ({"CDC_BATCH_MS": "3600001"}, "CDC_BATCH_MS must be between 1 and 3600000"),
+    ({"CDC_STAR_SCHEMA": ""}, "CDC_STAR_SCHEMA must be true or false"),
+    ({"ETL_MAX_LAG_SECONDS": "0"}, "ETL_MAX_LAG_SECONDS must be between 1 and"),
+    ({"MONGODB_URL": "127.0.0.1:37017"}, "MONGODB_URL must start with mongodb://"),
+    ({"MONGODB_DATABASE": ""}, "MONGODB_DATABASE must be a plain name"),
+    ({"MONGODB_DATABASE": "a.b"}, "MONGODB_DATABASE must be a plain name"),
+    ({"MONGODB_COLLECTION": "x" * 121}, "MONGODB_COLLECTION must be a plain name"),
+    ({"MONGODB_COLLECTION": "$cmd"}, "MONGODB_COLLECTION must be a plain name"),
+    ({"MYSQL_URL": "mysql://etl:pw@db:0/shop"}, "MYSQL_PORT must be between 1 and 65535"),
+    ({"CLICKHOUSE_URL": "chdb://"}, "chdb://PATH needs a PATH"),
+])
+def test_every_other_setting_refuses_what_it_cannot_use(env, message):
+    assert message in refused(**env)
+
+
+def test_the_chdb_default_is_a_per_user_data_folder_not_the_working_folder(tmp_path):
+    home = settings(HOME=str(tmp_path)).warehouse
+    assert (home.kind, home.path) == ("chdb", f"{tmp_path}/.local/share/ewallet-etl/chdb")
+    xdg = settings(HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path / "data")).warehouse
+    assert xdg.path == f"{tmp_path}/data/ewallet-etl/chdb"
+    # the XDG spec: a relative XDG_DATA_HOME is invalid and ignored
+    assert settings(HOME=str(tmp_path), XDG_DATA_HOME="rel").warehouse.path == home.path
+    assert settings(CLICKHOUSE_URL="chdb://.local/chdb").warehouse.path == ".local/chdb"
+
+
+def test_the_env_example_describes_quotes_as_read_dotenv_reads_them(tmp_path):
+    from ewallet_etl.config import read_dotenv
+    from tests.helpers import ROOT
+
+    text = (ROOT / ".env.example").read_text()
+    assert "no quotes" not in text and "surrounding quotes are removed" in text
+    (tmp_path / ".env").write_text("A='x y'\nB=\"z\"\nC=it's\n")
+    assert read_dotenv(tmp_path / ".env") == {"A": "x y", "B": "z", "C": "it's"}
