@@ -74,6 +74,9 @@ SELECT doc_id, argMax(transaction_id, _version), max(_version) FROM analytics_dw
 WHERE hex(doc_id) IN (SELECT arrayJoin(splitByChar(',', {values:String})))
 GROUP BY doc_id
 """
+# The hex text of the ids per lookup: well under 256 KiB, ClickHouse 18.16's max_query_size
+# (parameters are part of the query text there).
+KEY_TEXT_BYTES = 128 * 1024
 STATE_SQL = """
 SELECT max(visitParamExtractUInt(cursor, 'watermark_us')), count() FROM analytics_dw.etl_state
 WHERE pipeline = {pipeline:String} AND kind = 'mongodb'
@@ -268,9 +271,25 @@ def _insert_keys(wh: Warehouse, keyed: Sequence[tuple[str, str, int]]) -> None:
 
 def previous_keys(wh: Warehouse, doc_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
     """doc_id -> (transaction_id, version) as last loaded (mongo_keys)."""
-    if not doc_ids:
-        return {}
-    return {doc_id: (tx, int(v)) for doc_id, tx, v in wh.query(KEYS_SQL, text_set(doc_ids))}
+    out: dict[str, tuple[str, int]] = {}
+    for piece in _slices(doc_ids):
+        rows = wh.query(KEYS_SQL, text_set(piece))
+        out.update((doc_id, (tx, int(v))) for doc_id, tx, v in rows)
+    return out
+
+
+def _slices(doc_ids: Sequence[str]) -> Iterator[list[str]]:
+    """The ids in lists whose hex text stays under KEY_TEXT_BYTES (an _id may be a long text)."""
+    piece: list[str] = []
+    size = 0
+    for doc_id in doc_ids:
+        size += 2 * len(doc_id.encode("utf-8", "surrogateescape")) + 1
+        if piece and size > KEY_TEXT_BYTES:
+            yield piece
+            piece, size = [], 2 * len(doc_id.encode("utf-8", "surrogateescape")) + 1
+        piece.append(doc_id)
+    if piece:
+        yield piece
 
 
 def _orphans(wh: Warehouse, carried: dict[str, tuple[str, int]]) -> dict[str, int]:

@@ -613,3 +613,13 @@ def test_the_seed_is_idempotent(mongo, monkeypatch):
     assert mongodb_seed.main(["--generate", "30"]) == 0
     assert mongodb_seed.main(["--generate", "30"]) == 0
     assert coll.count_documents({}) == 33
+
+
+def test_the_keys_of_a_whole_cursor_batch_are_looked_up_in_one_go(settings):
+    """ETL_CHUNK_ROWS documents' _ids (20,000 in the bench) in the mongo_keys lookup: beyond the
+    server's max_query_size (256 KiB on 18.16) as one text, so they go in slices."""
+    ids = [f"oid:{i:024x}" for i in range(20_000)]
+    with opened(settings.warehouse) as wh:
+        mongo_pipeline._insert_keys(wh, [(ids[7], "MGK7", 5), (ids[19_999], "MGK9", 6)])
+        assert mongo_pipeline.previous_keys(wh, ids) == {ids[7]: ("MGK7", 5),
+                                                         ids[19_999]: ("MGK9", 6)}
