@@ -85,7 +85,8 @@ class RunReport:
     sales: int = 0
     rows_rejected: int = 0
     dimension_rows: int = 0
-    rows_deleted: int = 0  # facts tombstoned by a full refresh's hard-delete sweep
+    rows_deleted: int = 0  # facts tombstoned by a hard-delete sweep (full refresh, hand-off)
+    took_over_from: str = ""  # the pipeline that fed the star schema since this one's last run
     loaded_us: int = 0  # the source's clock at the start (µs): the stamp of the facts it writes
     inferred: int = 0  # users and merchants inferred: facts refer to them, the source lacks them
     inferred_ids: set[tuple[str, int]] = field(default_factory=set)
@@ -136,15 +137,18 @@ def run_batch(settings: Settings, full_refresh: bool = False) -> RunReport:
         with_retries(lambda: _load(settings, source, wh, report),
                      f"load the window from MySQL at {source_mysql.where(settings)}",
                      settings.max_retries)
-        if full_refresh:  # hard deletes are invisible to the watermark: sweep them here
+        # Hard deletes are invisible to the watermark: a full refresh sweeps them, and so does
+        # a run that takes over from another pipeline (a stream that stopped does not see the
+        # deletes made since), so that the warehouse equals the source at every switch.
+        if full_refresh or report.took_over_from:
             from ewallet_etl.pipelines.reconcile import sweep_deletes
 
             # Still this pipeline's only run (its lock): no other run loads while it compares.
             conn = with_retries(source.get, f"check the run lock at {source_mysql.where(settings)}",
                                 settings.max_retries)
-            try:
-                report.rows_deleted = sweep_deletes(conn, wh, db_now,
-                                                    rewritten=report.loaded_us)
+            try:  # a full refresh rewrote every row: only the others can be gone
+                report.rows_deleted = sweep_deletes(
+                    conn, wh, db_now, rewritten=report.loaded_us if full_refresh else None)
             except pymysql.MySQLError as exc:
                 raise source_mysql.source_error(settings, exc) from exc
         fault_point("before_checkpoint")
@@ -174,7 +178,8 @@ def _audited(settings: Settings, report: RunReport) -> Iterator[
         # The lock is ours: a run of this pipeline that never closed is dead.
         close_dead_runs(wh, settings.pipeline_name, report.run_id, exclusive=True)
         if report.mode != "backfill":  # a backfill moves no state: it hands nothing over
-            store.note_handoff(wh, settings.pipeline_name, "batch", report.run_id)
+            handed = store.note_handoff(wh, settings.pipeline_name, "batch", report.run_id)
+            report.took_over_from = handed.pipeline if handed else ""
         yield wh, source
         report.status = "completed_with_rejects" if report.rows_rejected else "success"
     except BaseException as exc:
