@@ -112,14 +112,31 @@ class Reject:
 
 @dataclass(frozen=True, slots=True)
 class Skipped:
-    """A Debezium event of another database or table: not ours, not applied, not refused."""
+    """A Debezium event of another database or table, or a record of the topics around the
+    change events (`kind`: transaction metadata, schema change, heartbeat): not ours, not
+    applied, not refused."""
 
     database: str | None
     table: str
+    kind: str = ""
 
     @property
     def label(self) -> str:
-        return origin_label(self.database, self.table)
+        return f"({self.kind})" if self.kind else origin_label(self.database, self.table)
+
+
+def other_record(obj: Mapping[str, Any]) -> Skipped | None:
+    """A record Debezium writes beside the change events when it is read from the same file:
+    transaction metadata (BEGIN/END, `provide.transaction.metadata`), a schema change (the
+    schema history topic: `ddl`, `tableChanges`), or a heartbeat (`ts_ms` alone)."""
+    if obj.get("status") in ("BEGIN", "END") and "id" in obj and "op" not in obj:
+        return Skipped(None, "", "transaction metadata")
+    if ("ddl" in obj or "tableChanges" in obj) and "op" not in obj:
+        database = obj.get("databaseName")
+        return Skipped(database if isinstance(database, str) else None, "", "schema change")
+    if set(obj) == {"ts_ms"}:
+        return Skipped(None, "", "heartbeat")
+    return None
 
 
 Item = Union[ChangeEvent, Reject, Skipped]
@@ -158,8 +175,19 @@ def parse_record(text: str, database: str | None = None) -> Item | None:
     try:
         obj = json.loads(text, parse_float=Decimal, parse_constant=Decimal)
     except (ValueError, RecursionError):
+        key, tab, value = text.partition("\t")
+        if tab and _is_json(key):  # kafka-console-consumer's print.key=true: key TAB value
+            return parse_record(value.strip(), database)
         return Reject("", 0, "not JSON", text)
     return parse_object(obj, text, database)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def parse_object(obj: Any, raw: str, database: str | None = None) -> Item | None:
@@ -173,6 +201,8 @@ def parse_object(obj: Any, raw: str, database: str | None = None) -> Item | None
     try:
         if not isinstance(obj, dict):
             raise BadEvent("not a JSON object")
+        if (other := other_record(obj)) is not None:
+            return other
         if "after" in obj or "before" in obj:
             return from_debezium(obj, raw, database, schema)
         return from_flat(obj, raw)

@@ -11,7 +11,7 @@ import pytest
 
 from ewallet_etl.core.changes import to_change
 from ewallet_etl.core.debezium import DecodeError, decimal_from_bytes
-from ewallet_etl.core.events import ChangeEvent, Op, Reject, parse_record
+from ewallet_etl.core.events import ChangeEvent, Op, Reject, Skipped, parse_record
 from tests.debezium_shapes import DECIMAL_MODES, history, precise
 
 
@@ -103,3 +103,40 @@ def test_a_schema_that_says_decimal_without_a_scale_is_refused():
                 field["parameters"] = {}
     item = parse_record(json.dumps(envelope), "ewallet_source")
     assert isinstance(item, Reject) and "without a scale" in item.reason
+
+
+# --- the records Debezium writes beside the change events ----------------------------------------
+
+BEGIN = {"status": "BEGIN", "id": "571:53195829", "ts_ms": 1486500577125, "event_count": None,
+         "data_collections": None}
+END = {"status": "END", "id": "571:53195832", "ts_ms": 1486500577691, "event_count": 2,
+       "data_collections": [{"data_collection": "ewallet_source.transactions",
+                             "event_count": 2}]}
+SCHEMA_CHANGE = {"source": {"server": "ewallet", "file": "binlog.000003", "pos": 154},
+                 "ts_ms": 1486500577125, "databaseName": "ewallet_source", "schemaName": None,
+                 "ddl": "ALTER TABLE transactions ADD COLUMN channel VARCHAR(20) NULL",
+                 "tableChanges": [{"type": "ALTER", "id": "\"ewallet_source\".\"transactions\""}]}
+HEARTBEAT = {"ts_ms": 1588252618953}
+
+
+@pytest.mark.parametrize("record, label", [
+    (BEGIN, "(transaction metadata)"), (END, "(transaction metadata)"),
+    (SCHEMA_CHANGE, "(schema change)"), (HEARTBEAT, "(heartbeat)"),
+])
+@pytest.mark.parametrize("schemas", [False, True])
+def test_metadata_schema_change_and_heartbeat_records_are_skipped_not_refused(record, label,
+                                                                              schemas):
+    text = json.dumps({"schema": {"type": "struct"}, "payload": record} if schemas else record)
+    item = parse_record(text, "ewallet_source")
+    assert isinstance(item, Skipped) and item.label == label
+
+
+def test_a_line_with_its_kafka_key_before_a_tab_is_read_by_its_value():
+    """kafka-console-consumer with print.key=true writes `key<TAB>value` per message."""
+    messages, final = history(mode="precise")
+    key = json.dumps({"schema": {"type": "struct"}, "payload": {"transaction_id": "DBZ3"}})
+    event = parse_record(key + "\t" + messages[2], "ewallet_source")
+    assert isinstance(event, ChangeEvent) and event.key == "DBZ3"
+    assert parse_record(key + "\tnull", "ewallet_source") is None  # the delete's tombstone
+    bad = parse_record("not json\t" + messages[2], "ewallet_source")
+    assert isinstance(bad, Reject) and bad.reason == "not JSON"
