@@ -20,19 +20,28 @@ from datetime import datetime, timezone
 from typing import Sequence, TextIO
 
 from ewallet_etl.cli import (
-    ENVIRONMENT,
+    MONGODB_VARS,
+    MYSQL_VARS,
+    WAREHOUSE_VARS,
     add_output_flags,
+    configured,
     interrupted,
-    read_settings,
-    setup_logging,
+    reads,
 )
 from ewallet_etl.config import Settings
+from ewallet_etl.core.defaults import DEFAULT_BATCH_SIZE
 from ewallet_etl.core.errors import Interrupted, first_line
 from ewallet_etl.core.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_REJECTS, EXIT_USAGE
 
 log = logging.getLogger(__name__)
-CDC_ENVIRONMENT = ENVIRONMENT + " CDC_STREAM_NAME CDC_SERVER_ID CDC_BATCH_EVENTS CDC_BATCH_MS."
+STREAM_VARS = "CDC_STREAM_NAME CDC_SERVER_ID CDC_BATCH_EVENTS CDC_BATCH_MS ETL_CHUNK_ROWS"
+CDC_ENVIRONMENT = reads(MYSQL_VARS, WAREHOUSE_VARS, "CDC_STAR_SCHEMA", "(binlog:", STREAM_VARS,
+                        "; mongodb:", MONGODB_VARS + ")")
+EXITS = ("Exit codes: 0 ok, 1 failed (re-run to repair), 2 usage or configuration, "
+         "3 completed with rejects, 130/143 interrupted. ")
 
+# The default FILE: the sample of 32 events shipped inside the package (the same as the
+# repository's cdc_events.json), so `ewallet-etl cdc replay` works from any folder.
 DEFAULT_INPUT = "cdc_events.json"
 # binlog: the live reader (pipelines/binlog.py; docs/binlog-cdc.md)
 # mongodb: the MongoDB change stream (pipelines/mongo_stream.py; docs/mongodb.md)
@@ -56,9 +65,15 @@ def _database_name(text: str) -> str:
     return text
 
 
-def build_parser(prog: str = "cdc-stream.py") -> argparse.ArgumentParser:
-    from ewallet_etl.pipelines.replay import DEFAULT_BATCH_SIZE
+def sample_path() -> str:
+    """The packaged sample's path (a plain file: the package is installed unzipped)."""
+    from importlib.resources import files
 
+    return str(files("ewallet_etl") / "samples" / DEFAULT_INPUT)
+
+
+def build_parser(prog: str = "cdc-stream.py") -> argparse.ArgumentParser:
+    """The root script's parser: every kind in one, chosen by --source / --reset-replica."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Replay change events (insert/update/delete of transactions) into "
@@ -70,16 +85,9 @@ def build_parser(prog: str = "cdc-stream.py") -> argparse.ArgumentParser:
         "3 completed with rejects. Query the result through analytics_dw.v_cdc_transactions. "
         + CDC_ENVIRONMENT,
     )
-    parser.add_argument("input", nargs="?", default=DEFAULT_INPUT, metavar="FILE",
-                        help=f"events file, or - for stdin (default: {DEFAULT_INPUT})")
+    _replay_flags(parser)
     parser.add_argument("--source", choices=SOURCES, default="file",
                         help="where events come from (default: file)")
-    parser.add_argument("--batch-size", type=_batch_size, default=DEFAULT_BATCH_SIZE,
-                        metavar="N", help="events per reduce + bulk insert "
-                        f"(default: {DEFAULT_BATCH_SIZE})")
-    parser.add_argument("--optimize", action="store_true",
-                        help="run OPTIMIZE TABLE ... FINAL afterwards (housekeeping only; "
-                        "reads are right without it)")
     parser.add_argument("--follow", action="store_true",
                         help="binlog, mongodb: keep streaming until SIGTERM (default: apply "
                         "what is there at start, save the position and exit)")
@@ -87,9 +95,6 @@ def build_parser(prog: str = "cdc-stream.py") -> argparse.ArgumentParser:
                         help="binlog, mongodb: copy the tables (the collection) again and "
                         "stream from there (needed when the saved position or resume token "
                         "is no longer on the server)")
-    parser.add_argument("--source-db", type=_database_name, metavar="NAME",
-                        help="file: the source database of Debezium events (source.db); events "
-                        "of other databases or tables are skipped (default: MYSQL_DATABASE)")
     parser.add_argument("--reset-replica", action="store_true",
                         help="empty the CDC replicas (cdc_transactions, cdc_users, "
                         "cdc_merchants), the binlog position and the version-scheme claim, "
@@ -97,6 +102,76 @@ def build_parser(prog: str = "cdc-stream.py") -> argparse.ArgumentParser:
                         "to switch cdc_transactions between a file replay and the binlog)")
     add_output_flags(parser)
     return parser
+
+
+def _replay_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", nargs="?", default=None, metavar="FILE",
+                        help="events file, or - for stdin (default: the sample of 32 events "
+                        "shipped in the package, ewallet_etl/samples/cdc_events.json)")
+    parser.add_argument("--batch-size", type=_batch_size, default=DEFAULT_BATCH_SIZE,
+                        metavar="N", help="events per reduce + bulk insert "
+                        f"(default: {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--optimize", action="store_true",
+                        help="run OPTIMIZE TABLE ... FINAL afterwards (housekeeping only; "
+                        "reads are right without it)")
+    parser.add_argument("--source-db", type=_database_name, metavar="NAME",
+                        help="the source database of Debezium events (source.db); events "
+                        "of other databases or tables are skipped (default: MYSQL_DATABASE)")
+
+
+# `ewallet-etl cdc KIND`: one parser per kind, with only its own flags.
+KINDS = {
+    "replay": ("replay a file of change events (JSON array, JSON Lines or Debezium, detected) "
+               "into the cdc_* replicas and the star schema",
+               reads(MYSQL_VARS, WAREHOUSE_VARS, "CDC_STAR_SCHEMA")),
+    "binlog": ("live CDC from the source's binlog: a snapshot the first time, then apply up to "
+               "the current end and exit (--follow: keep streaming until SIGTERM)",
+               reads(MYSQL_VARS, WAREHOUSE_VARS, STREAM_VARS, "CDC_STAR_SCHEMA")),
+    "mongodb": ("the MongoDB collection's change stream into the star schema (a snapshot the "
+                "first time; --follow: keep streaming until SIGTERM)",
+                reads(MYSQL_VARS, WAREHOUSE_VARS, MONGODB_VARS,
+                      "CDC_BATCH_EVENTS CDC_BATCH_MS ETL_CHUNK_ROWS")),
+    "reset": ("empty the CDC replicas (cdc_transactions, cdc_users, cdc_merchants), the binlog "
+              "position and the version-scheme claim, then exit: the next replay or binlog run "
+              "starts them afresh", reads(MYSQL_VARS, WAREHOUSE_VARS)),
+}
+
+
+def kind_parser(kind: str, prog: str) -> argparse.ArgumentParser:
+    text, environment = KINDS[kind]
+    parser = argparse.ArgumentParser(prog=prog, description=text[0].upper() + text[1:] + ".",
+                                     epilog=EXITS + environment)
+    if kind == "replay":
+        _replay_flags(parser)
+    if kind in ("binlog", "mongodb"):
+        parser.add_argument("--follow", action="store_true",
+                            help="keep streaming until SIGTERM / Ctrl-C (default: apply what is "
+                            "there at start, save the position and exit)")
+        parser.add_argument("--resnapshot", action="store_true",
+                            help="copy the tables (the collection) again and stream from there "
+                            "(needed when the saved position or resume token is gone)")
+    add_output_flags(parser)
+    # what run_command reads, for the flags this kind does not have
+    parser.set_defaults(source={"replay": "file"}.get(kind, kind), reset_replica=kind == "reset",
+                        input=None, batch_size=DEFAULT_BATCH_SIZE, optimize=False,
+                        source_db=None, follow=False, resnapshot=False)
+    return parser
+
+
+def cdc_usage() -> str:
+    lines = ["usage: ewallet-etl cdc KIND [ARGS]   (`ewallet-etl cdc KIND --help` for each)", "",
+             "Change streams into the cdc_* replicas and the star schema.", "", "kinds:"]
+    lines += [f"  {kind:<8} {text}" for kind, (text, _) in KINDS.items()]
+    return "\n".join([*lines, "", EXITS + CDC_ENVIRONMENT])
+
+
+def cdc_kind_main(kind: str, argv: Sequence[str]) -> int:
+    """`ewallet-etl cdc KIND ARGS`."""
+    args = kind_parser(kind, f"ewallet-etl cdc {kind}").parse_args(argv)
+    settings = configured(args)
+    if settings is None:
+        return EXIT_USAGE
+    return run_command(settings, args)
 
 
 def _open_input(name: str) -> TextIO:
@@ -108,13 +183,13 @@ def _open_input(name: str) -> TextIO:
 
 
 def cdc_main(argv: Sequence[str] | None = None, prog: str = "cdc-stream.py") -> int:
-    args = build_parser(prog).parse_args(argv)
-    settings = read_settings()
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.source == "file" and (args.follow or args.resnapshot):
+        parser.error("--follow and --resnapshot need --source binlog or mongodb")
+    settings = configured(args)
     if settings is None:
         return EXIT_USAGE
-    setup_logging("DEBUG" if args.debug else settings.log_level, args.log_format)
-    if args.source == "file" and (args.follow or args.resnapshot):
-        build_parser().error("--follow and --resnapshot need --source binlog or mongodb")
     return run_command(settings, args)
 
 
@@ -136,6 +211,8 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
 
         return binlog_main(settings, follow=args.follow, resnapshot=args.resnapshot,
                            debug=args.debug)
+    if args.input is None:  # the default: the packaged sample, wherever this runs
+        args.input = sample_path()
     try:
         stream = _open_input(args.input)
     except OSError as exc:

@@ -34,9 +34,21 @@ from ewallet_etl.core.exit_codes import (  # noqa: F401
 from ewallet_etl.pipelines import faults
 
 log = logging.getLogger("ewallet_etl")
-ENVIRONMENT = ("Reads (README: Configuration; defaults: the local stack) MYSQL_HOST MYSQL_PORT "
-               "MYSQL_USER MYSQL_PASSWORD MYSQL_DATABASE CLICKHOUSE_URL MONGODB_URL "
-               "MONGODB_DATABASE MONGODB_COLLECTION ETL_MAX_RETRIES LOG_LEVEL")
+# The variables each command reads, named in its --help (README: Configuration).
+MYSQL_VARS = "MYSQL_URL or MYSQL_HOST MYSQL_PORT MYSQL_USER MYSQL_PASSWORD MYSQL_DATABASE"
+WAREHOUSE_VARS = "CLICKHOUSE_URL CLICKHOUSE_PASSWORD ETL_MAX_RETRIES"
+MONGODB_VARS = "MONGODB_URL MONGODB_DATABASE MONGODB_COLLECTION"
+
+
+def reads(*names: str) -> str:
+    """The help's sentence on the environment: `names`, then what every command reads."""
+    return ("Reads " + " ".join(names) + " LOG_LEVEL; any of them as NAME_FILE (a file holding "
+            "the value: Docker secrets); the process environment wins over the file "
+            "ETL_ENV_FILE names (default ./.env), which wins over the defaults (the local "
+            "stack; README: Configuration).")
+
+
+ENVIRONMENT = reads(MYSQL_VARS, WAREHOUSE_VARS, MONGODB_VARS)
 QUIET_LIBRARIES = ("clickhouse_driver", "pymysqlreplication")
 
 
@@ -105,23 +117,23 @@ def interrupted(exc: BaseException) -> int:
     return 128 + signum
 
 
-def read_settings() -> Settings | None:
+def read_settings(log_format: str = "text") -> Settings | None:
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
-        setup_logging("INFO")
+        setup_logging("INFO", log_format)
         log.error("configuration: %s", exc)
         return None
     faults.arm(settings.kill_at)
     return settings
 
 
-def configured() -> Settings | None:
-    """The settings, with logging set up at their level (None: a configuration error, logged),
-    for the commands without log-format flags."""
-    settings = read_settings()
+def configured(args: argparse.Namespace) -> Settings | None:
+    """The settings, with logging set up at their level (or DEBUG with --debug) in the
+    --log-format asked for (None: a configuration error, logged)."""
+    settings = read_settings(args.log_format)
     if settings is not None:
-        setup_logging(settings.log_level)
+        setup_logging("DEBUG" if args.debug else settings.log_level, args.log_format)
     return settings
 
 
@@ -132,23 +144,34 @@ def _fail(exc: BaseException, debug: bool) -> int:
     return EXIT_FAILED
 
 
-def etl_main(argv: Sequence[str] | None = None, prog: str = "etl_pipeline.py") -> int:
+RUN_READS = reads(MYSQL_VARS, WAREHOUSE_VARS, "ETL_PIPELINE_NAME ETL_CHUNK_ROWS ETL_LAG_SECONDS "
+                  "ETL_OVERLAP_SECONDS", "(--source mongodb:", MONGODB_VARS + ")")
+RUN_EXITS = ("Exit codes: 0 ok, 1 failed (or another run of the pipeline in progress), 2 usage, "
+             "3 completed with rejects, 4 reconcile mismatch, 130/143 interrupted. ")
+
+
+def _source_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", choices=("mysql", "mongodb"), default="mysql",
+                        help="the source: MySQL/MariaDB (default) or the MongoDB wallet "
+                        "documents (MONGODB_URL, MONGODB_DATABASE, MONGODB_COLLECTION)")
+
+
+def run_parser(prog: str, reconcile_flag: bool = True) -> argparse.ArgumentParser:
+    """`ewallet-etl run` (and, with `--reconcile`, the root script etl_pipeline.py)."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Batch ELT: MySQL transactions -> ClickHouse star schema. "
         "Incremental from the checkpoint table by default.",
-        epilog="Exit codes: 0 ok, 1 failed (or another run of the pipeline in progress), "
-        "2 usage, 3 completed with rejects, 4 reconcile mismatch. " + ENVIRONMENT
-        + " ETL_PIPELINE_NAME ETL_CHUNK_ROWS ETL_LAG_SECONDS ETL_OVERLAP_SECONDS.",
-    )
+        epilog=RUN_EXITS + RUN_READS)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--full-refresh", action="store_true",
                       help="ignore the checkpoint and reload everything (idempotent)")
-    mode.add_argument("--reconcile", nargs="?", const="fact_sales", metavar="TABLE",
-                      choices=("fact_sales", "cdc_transactions"),
-                      help="compare the source's transactions with TABLE (fact_sales, the "
-                      "default, or the CDC replica cdc_transactions) per day; exit 4 on any "
-                      "difference")
+    if reconcile_flag:
+        mode.add_argument("--reconcile", nargs="?", const="fact_sales", metavar="TABLE",
+                          choices=("fact_sales", "cdc_transactions"),
+                          help="compare the source's transactions with TABLE (fact_sales, the "
+                          "default, or the CDC replica cdc_transactions) per day; exit 4 on "
+                          "any difference (ewallet-etl reconcile)")
     parser.add_argument("--since", type=_day, metavar="YYYY-MM-DD",
                         help="backfill: reload the transactions of the days from SINCE to "
                         "UNTIL (exclusive) of transaction_time, whatever their change time; the "
@@ -157,16 +180,48 @@ def etl_main(argv: Sequence[str] | None = None, prog: str = "etl_pipeline.py") -
                         help="backfill: the first day not reloaded")
     parser.add_argument("--dry-run", action="store_true",
                         help="say what the run would do (mode, window, rows) and write nothing")
-    parser.add_argument("--source", choices=("mysql", "mongodb"), default="mysql",
-                        help="the source to load: MySQL/MariaDB (default) or the MongoDB "
-                        "wallet documents (MONGODB_URL, MONGODB_DATABASE, MONGODB_COLLECTION; "
-                        "with --full-refresh or incremental)")
+    _source_flag(parser)
     add_output_flags(parser)
-    args = parser.parse_args(argv)
+    parser.set_defaults(reconcile=None)
+    return parser
+
+
+def reconcile_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Compare the source's transactions with a warehouse table per "
+        "day (count and amount, to the cent); exit 4 on any difference. Writes nothing but its "
+        "audit row.", epilog=RUN_EXITS + RUN_READS)
+    parser.add_argument("reconcile", nargs="?", default="fact_sales", metavar="TABLE",
+                        choices=("fact_sales", "cdc_transactions"),
+                        help="fact_sales (default) or the CDC replica cdc_transactions")
+    _source_flag(parser)
+    add_output_flags(parser)
+    parser.set_defaults(full_refresh=False, since=None, until=None, dry_run=False)
+    return parser
+
+
+def etl_main(argv: Sequence[str] | None = None, prog: str = "etl_pipeline.py") -> int:
+    """The root script's parser: run and --reconcile in one (etl_pipeline.py)."""
+    parser = run_parser(prog)
+    return _etl(parser, parser.parse_args(argv))
+
+
+def run_main(argv: Sequence[str] | None = None, prog: str = "ewallet-etl run") -> int:
+    parser = run_parser(prog, reconcile_flag=False)
+    return _etl(parser, parser.parse_args(argv))
+
+
+def reconcile_main(argv: Sequence[str] | None = None,
+                   prog: str = "ewallet-etl reconcile") -> int:
+    parser = reconcile_parser(prog)
+    return _etl(parser, parser.parse_args(argv))
+
+
+def _etl(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.source == "mongodb" and (args.since or args.dry_run
                                      or args.reconcile not in (None, "fact_sales")):
-        parser.error("--source mongodb runs a full or incremental load, or --reconcile (not "
-                     "--since/--until, --dry-run or a replica)")
+        parser.error("--source mongodb runs a full or incremental load, or a reconciliation "
+                     "of fact_sales (not --since/--until, --dry-run or a replica)")
     if (args.since is None) != (args.until is None):
         parser.error("a backfill needs both --since and --until")
     if args.since is not None and (args.reconcile or args.full_refresh or args.dry_run):
@@ -174,44 +229,47 @@ def etl_main(argv: Sequence[str] | None = None, prog: str = "etl_pipeline.py") -
                      "--reconcile or --dry-run")
     if args.since is not None and not args.since < args.until:
         parser.error("--since must be before --until")
-    settings = read_settings()
+    settings = configured(args)
     if settings is None:
         return EXIT_USAGE
-    setup_logging("DEBUG" if args.debug else settings.log_level, args.log_format)
     log.info("ewallet-etl: %s", settings.describe())
     try:
-        if args.reconcile and args.source == "mysql":
-            from ewallet_etl.pipelines.reconcile import TARGETS, reconcile
-
-            return EXIT_OK if reconcile(settings, TARGETS[args.reconcile]) else EXIT_MISMATCH
-        if args.source == "mongodb" and not mongodb_installed():
-            return EXIT_USAGE
-        if args.source == "mongodb" and args.reconcile:
-            from ewallet_etl.pipelines.mongo_reconcile import reconcile_mongo
-
-            return EXIT_OK if reconcile_mongo(settings).ok else EXIT_MISMATCH
-        if args.source == "mongodb":
-            from ewallet_etl.pipelines.mongo import run_mongo
-
-            mongo = run_mongo(settings, full_refresh=args.full_refresh)
-            log.info("%s", mongo.summary())
-            return EXIT_REJECTS if mongo.rejected else EXIT_OK
-        from ewallet_etl.pipelines.batch import dry_run, run_backfill, run_batch
-
-        if args.dry_run:
-            plan = dry_run(settings, full_refresh=args.full_refresh)
-            log.info("dry run (nothing written): %s", json.dumps(plan))
-            return EXIT_OK
-        if args.since is not None:
-            report = run_backfill(settings, args.since, args.until)
-        else:
-            report = run_batch(settings, full_refresh=args.full_refresh)
+        return _run_etl(settings, args)
     except (Interrupted, KeyboardInterrupt) as exc:
         return interrupted(exc)
     except Exception as exc:
         _fail(exc, args.debug)
         # A source the run cannot read safely (SourceSchemaError) is a usage problem.
         return getattr(exc, "exit_code", EXIT_FAILED)
+
+
+def _run_etl(settings: Settings, args: argparse.Namespace) -> int:
+    if args.reconcile and args.source == "mysql":
+        from ewallet_etl.pipelines.reconcile import TARGETS, reconcile
+
+        return EXIT_OK if reconcile(settings, TARGETS[args.reconcile]) else EXIT_MISMATCH
+    if args.source == "mongodb" and not mongodb_installed():
+        return EXIT_USAGE
+    if args.source == "mongodb" and args.reconcile:
+        from ewallet_etl.pipelines.mongo_reconcile import reconcile_mongo
+
+        return EXIT_OK if reconcile_mongo(settings).ok else EXIT_MISMATCH
+    if args.source == "mongodb":
+        from ewallet_etl.pipelines.mongo import run_mongo
+
+        mongo = run_mongo(settings, full_refresh=args.full_refresh)
+        log.info("%s", mongo.summary())
+        return EXIT_REJECTS if mongo.rejected else EXIT_OK
+    from ewallet_etl.pipelines.batch import dry_run, run_backfill, run_batch
+
+    if args.dry_run:
+        plan = dry_run(settings, full_refresh=args.full_refresh)
+        log.info("dry run (nothing written): %s", json.dumps(plan))
+        return EXIT_OK
+    if args.since is not None:
+        report = run_backfill(settings, args.since, args.until)
+    else:
+        report = run_batch(settings, full_refresh=args.full_refresh)
     log.info("%s", report.summary())
     return EXIT_REJECTS if report.rows_rejected else EXIT_OK
 
@@ -239,11 +297,13 @@ def init_main(argv: Sequence[str] | None = None, prog: str = "ewallet-etl init")
         "needs (the checkpoint table, updated_at TIMESTAMP(6) columns and their indexes, the "
         "columns it reads, the PROCESS privilege) and say what is missing. With --apply, create "
         "the pipeline's own objects (never your data; a missing table or column is left to you).",
-        epilog=ENVIRONMENT + ".")
+        epilog="Exit codes: 0 ready, 1 failed, 2 something is missing (or usage), 130/143 "
+        "interrupted. " + reads(MYSQL_VARS))
     parser.add_argument("--apply", action="store_true",
                         help="run the statements shown (ALTER TABLE / CREATE INDEX / CREATE TABLE)")
+    add_output_flags(parser)
     args = parser.parse_args(argv)
-    settings = configured()
+    settings = configured(args)
     if settings is None:
         return EXIT_USAGE
     from ewallet_etl.sources import mysql as source_mysql
@@ -279,10 +339,12 @@ def status_main(argv: Sequence[str] | None = None, prog: str = "ewallet-etl stat
     parser = argparse.ArgumentParser(
         prog=prog, description="Where every pipeline stands: checkpoint or position, the "
         "warehouse it is tied to, lag, the last runs, quarantined rows. Read-only.",
-        epilog=ENVIRONMENT + " ETL_PIPELINE_NAME.")
+        epilog=reads(MYSQL_VARS, WAREHOUSE_VARS, "ETL_PIPELINE_NAME ETL_MAX_LAG_SECONDS "
+                     "CDC_STREAM_NAME"))
     parser.add_argument("--json", action="store_true", help="one JSON document, for machines")
+    add_output_flags(parser)
     args = parser.parse_args(argv)
-    settings = configured()
+    settings = configured(args)
     if settings is None:
         return EXIT_USAGE
     from ewallet_etl.pipelines.status import status
@@ -302,11 +364,12 @@ def report_main(argv: Sequence[str] | None = None, prog: str = "ewallet-etl repo
         prog=prog, description="The daily-volume report: sales count and amount per day and "
         "amount category, with each day's reconciliation status; printed as a table and "
         "drawn as a PNG chart (matplotlib: the extra `dagster`).",
-        epilog=ENVIRONMENT + ". Exit 4 when a day differs from the source.")
+        epilog="Exit 4 when a day differs from the source. " + reads(MYSQL_VARS, WAREHOUSE_VARS))
     parser.add_argument("--out", type=Path, default=Path("daily_volume.png"),
                         help="the chart's file (default: daily_volume.png)")
+    add_output_flags(parser)
     args = parser.parse_args(argv)
-    settings = configured()
+    settings = configured(args)
     if settings is None:
         return EXIT_USAGE
     from ewallet_etl.pipelines.report import daily_volume, write_chart
@@ -334,16 +397,17 @@ def sql_main(argv: Sequence[str] | None = None, prog: str = "python -m ewallet_e
         description="Run SQL against the configured warehouse (CLICKHOUSE_URL, chDB or server) "
         "and print the result as a table. The database name analytics_dw is mapped to the "
         "configured one.",
-        epilog="Reads CLICKHOUSE_URL, ETL_MAX_RETRIES, LOG_LEVEL (README: Configuration).",
+        epilog=reads(WAREHOUSE_VARS),
     )
     parser.add_argument("sql", nargs="?", help="a SQL statement")
     parser.add_argument("-f", "--file", type=Path, help="a .sql file (one statement)")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table",
                         help="an aligned table (default), CSV with a header, or a JSON array")
+    add_output_flags(parser)
     args = parser.parse_args(argv)
     if bool(args.sql) == bool(args.file):
         parser.error("give either SQL or --file")
-    settings = configured()
+    settings = configured(args)
     if settings is None:
         return EXIT_USAGE
     from ewallet_etl.warehouse import open_warehouse

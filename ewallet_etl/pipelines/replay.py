@@ -50,6 +50,7 @@ from ewallet_etl.core.changes import (
     to_arrow,
     to_change,
 )
+from ewallet_etl.core.defaults import DEFAULT_BATCH_SIZE
 from ewallet_etl.core.dimension_changes import DIMENSIONS, DimChange, to_dim_change
 from ewallet_etl.core.errors import first_line, outcome
 from ewallet_etl.core.events import BadEvent, BadRow, ChangeEvent, Item, Op, Reject, Skipped
@@ -64,7 +65,6 @@ from ewallet_etl.warehouse import Warehouse, open_warehouse
 log = logging.getLogger(__name__)
 
 SOURCE = "cdc_events"  # etl_quarantine.source and etl_runs.pipeline of this loader
-DEFAULT_BATCH_SIZE = 20_000
 MAX_ORIGINS = 100  # distinct "db.table" counts kept for the skip log line
 
 

@@ -464,8 +464,14 @@ def test_bad_usage_exits_2(argv):
 
 def test_defaults():
     args = build_parser().parse_args([])
-    assert (args.input, args.source, args.optimize) == ("cdc_events.json", "file", False)
+    assert (args.input, args.source, args.optimize) == (None, "file", False)  # the sample
     assert 10_000 <= args.batch_size <= 50_000
+
+
+def test_the_packaged_sample_is_the_repository_s_cdc_events_json():
+    from ewallet_etl.cdc_cli import sample_path
+
+    assert Path(sample_path()).read_bytes() == SAMPLE.read_bytes()
 
 
 def test_an_unreadable_input_is_a_usage_error(tmp_path):

@@ -47,3 +47,28 @@ def test_the_probe_would_see_dagster_if_it_were_loaded() -> None:
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "dagster" in json.loads(proc.stdout.strip().splitlines()[-1])["loaded"]
+
+
+# `--help` is fast: parsing loads nothing heavy (the data libraries load when a job runs).
+HEAVY_PROBE = PROBE.replace('("dagster", "matplotlib")',
+                            '("pyarrow", "numpy", "pandas", "connectorx", "chdb", "pymongo")')
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"], ["run", "--help"], ["reconcile", "--help"], ["status", "--help"],
+    ["sql", "--help"], ["init", "--help"], ["report", "--help"], ["cdc", "--help"],
+    ["cdc", "replay", "--help"], ["cdc", "binlog", "--help"], ["cdc", "mongodb", "--help"],
+    ["cdc", "reset", "--help"],
+])
+def test_help_loads_no_data_library(args: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-c", HEAVY_PROBE.format(args=args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"code": 0, "loaded": []}
+
+
+def test_the_heavy_probe_would_see_pyarrow_if_it_were_loaded() -> None:
+    probe = "import pyarrow\n" + HEAVY_PROBE.format(args=["--help"])
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert "pyarrow" in json.loads(proc.stdout.strip().splitlines()[-1])["loaded"]
