@@ -15,6 +15,7 @@ import pyarrow as pa
 from ewallet_etl.config import WarehouseTarget
 from ewallet_etl.core.errors import one_line
 from ewallet_etl.warehouse.base import EngineNotInstalled, WarehouseError, insert_target, qualify
+from ewallet_etl.warehouse.result_types import epoch_fixer, fix_rows
 
 _chdb_sessions: dict[str, Any] = {}
 
@@ -66,7 +67,21 @@ class ChdbWarehouse:
 
     def query_with_names(self, sql: str) -> tuple[list[str], list[tuple]]:
         table = self._arrow(sql, None)
-        return list(table.column_names), [tuple(r.values()) for r in table.to_pylist()]
+        rows = [tuple(r.values()) for r in table.to_pylist()]
+        return list(table.column_names), fix_rows(rows, self._epoch_fixers(sql, table))
+
+    def _epoch_fixers(self, sql: str, table: pa.Table) -> list[Any]:
+        """A DateTime arrives as a UInt32 (its epoch seconds): the statement's column types
+        (DESCRIBE, which runs nothing) tell which UInt32 is a time."""
+        if not any(pa.types.is_uint32(f.type) for f in table.schema):
+            return []
+        try:
+            described = self.query(f"DESCRIBE ({sql})")
+        except WarehouseError:  # not a query (SHOW, a DDL): nothing to describe
+            return []
+        (zone,), = self.query("SELECT timezone()")
+        return [epoch_fixer(row[1], zone) if pa.types.is_uint32(f.type) else None
+                for f, row in zip(table.schema, described, strict=True)]
 
     def insert(self, table: str, rows: pa.Table) -> None:
         if rows.num_rows == 0:

@@ -20,6 +20,7 @@ from ewallet_etl.warehouse.base import (
     insert_target,
     qualify,
 )
+from ewallet_etl.warehouse.result_types import decimal_fixer, fix_rows
 
 if TYPE_CHECKING:
     from ewallet_etl.warehouse.native import ArrowInsertClient
@@ -80,7 +81,7 @@ class ClickHouseServer:
 
     def query_with_names(self, sql: str) -> tuple[list[str], list[tuple]]:
         rows, types = self._run(sql, None, with_column_types=True)
-        return [name for name, _ in types], rows
+        return [name for name, _ in types], fix_rows(rows, [decimal_fixer(t) for _, t in types])
 
     def insert(self, table: str, rows: pa.Table) -> None:
         if rows.num_rows == 0:
