@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any, Callable, Iterator
 
 from pymysql.charset import charset_by_name
@@ -45,6 +45,7 @@ _library_fetch_rows = RowsEvent._fetch_rows
 INT_SIZES = {FIELD_TYPE.TINY: 1, FIELD_TYPE.SHORT: 2, FIELD_TYPE.INT24: 3, FIELD_TYPE.LONG: 4,
              FIELD_TYPE.LONGLONG: 8}
 DIG2BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
+MAX_DECIMAL_DIGITS = 65  # DECIMAL(65, 30): MySQL's widest
 NAIVE_EPOCH = EPOCH.replace(tzinfo=None)  # decoded values are naive UTC, as the library's
 
 
@@ -82,31 +83,38 @@ def _string_reader(length_bytes: int, encoding: str) -> Reader:
     return read
 
 
+EXACT = Context(prec=MAX_DECIMAL_DIGITS)  # scaleb rounds to its context's precision otherwise
+
+
 def _decimal_reader(precision: int, scale: int) -> Reader:
     """MySQL's binary DECIMAL: groups of 9 digits in 4 bytes, the rest in 1-4 bytes, big
-    endian, sign in the top bit (set = positive), negative values stored inverted."""
+    endian, sign in the top bit (set = positive), negative values stored inverted. Read as one
+    integer whose groups are cut out by shifts (half the time of a loop over bytes)."""
     int_words, int_rest = divmod(precision - scale, 9)
     frac_words, frac_rest = divmod(scale, 9)
     head, tail = DIG2BYTES[int_rest], DIG2BYTES[frac_rest]
     size = head + 4 * int_words + 4 * frac_words + tail
+    sign_bit = 1 << (8 * size - 1)
+    inverted = (1 << (8 * size)) - 1 ^ sign_bit  # a negative value: every bit but the sign
+    groups: list[tuple[int, int, int]] = []  # (shift, mask, 10**digits), least significant first
+    shift = 0
+    widths = ([(tail, frac_rest)] + [(4, 9)] * (frac_words + int_words) + [(head, int_rest)])
+    for width, digits in widths:
+        if width:
+            groups.append((shift, (1 << 8 * width) - 1, 10**digits))
+            shift += 8 * width
+    groups.reverse()
+    exponent = -scale
 
     def read(buf: bytes, pos: int) -> tuple[Any, int]:
-        data = bytearray(buf[pos:pos + size])
-        negative = not data[0] & 0x80
-        data[0] ^= 0x80
-        if negative:
-            data = bytearray(b ^ 0xFF for b in data)
-        whole = int.from_bytes(data[:head], "big") if head else 0
-        p = head
-        for _ in range(int_words):
-            whole, p = whole * 1_000_000_000 + int.from_bytes(data[p:p + 4], "big"), p + 4
-        frac = 0
-        for _ in range(frac_words):
-            frac, p = frac * 1_000_000_000 + int.from_bytes(data[p:p + 4], "big"), p + 4
-        if tail:
-            frac = frac * 10**frac_rest + int.from_bytes(data[p:p + tail], "big")
-        text = f"{whole}.{frac:0{scale}d}" if scale else str(whole)
-        return Decimal("-" + text if negative else text), pos + size
+        end = pos + size
+        value = int.from_bytes(buf[pos:end], "big")
+        negative = not value & sign_bit
+        value ^= inverted if negative else sign_bit
+        unscaled = 0
+        for at, mask, factor in groups:
+            unscaled = unscaled * factor + (value >> at & mask)
+        return Decimal(-unscaled if negative else unscaled).scaleb(exponent, EXACT), end
     return read
 
 

@@ -4,9 +4,12 @@ checks on fake variable/grant lists, resumability, and rows events -> change eve
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from decimal import Decimal
+from decimal import Context, Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from ewallet_etl.core.binlog_position import (
     BoundaryTracker,
@@ -533,3 +536,38 @@ def test_a_zero_timestamp_becomes_none_and_is_rejected():
 ])
 def test_the_zero_timestamp_is_told_from_real_instants(value, zero):
     assert _is_zero_timestamp(value) is zero
+
+
+def _mysql_decimal(unscaled: int, precision: int, scale: int) -> bytes:
+    """MySQL's decimal2bin, written from its description: the integer digits in groups of 9
+    from the point leftwards (the leftmost group shorter), the fraction in groups of 9 from the
+    point rightwards (the last shorter), each group big endian in the fewest bytes; the sign
+    bit flipped; a negative value with every byte inverted."""
+    dig2bytes = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
+    digits = str(abs(unscaled)).zfill(precision)
+    whole, frac = digits[:precision - scale], digits[precision - scale:]
+    int_rest = len(whole) % 9
+    parts = ([(whole[:int_rest], dig2bytes[int_rest])] if int_rest else [])
+    parts += [(whole[i:i + 9], 4) for i in range(int_rest, len(whole), 9)]
+    parts += [(frac[i:i + 9], dig2bytes[len(frac[i:i + 9])] if len(frac[i:i + 9]) < 9 else 4)
+              for i in range(0, scale, 9)]
+    data = bytearray(b"".join(int(part).to_bytes(size, "big") for part, size in parts))
+    data[0] ^= 0x80
+    if unscaled < 0:
+        data = bytearray(b ^ 0xFF for b in data)
+    return bytes(data)
+
+
+@given(st.data())
+@hsettings(max_examples=300, deadline=None)
+def test_decimal_reader_reads_every_precision_exactly(data):
+    from ewallet_etl.sources.binlog_decode import _decimal_reader
+
+    precision = data.draw(st.integers(1, 65))
+    scale = data.draw(st.integers(0, min(precision, 30)))
+    unscaled = data.draw(st.integers(-(10**precision - 1), 10**precision - 1))
+    value = Decimal(unscaled).scaleb(-scale, Context(prec=70))
+    raw = _mysql_decimal(unscaled, precision, scale)
+    decoded, end = _decimal_reader(precision, scale)(b"\x07" + raw + b"\x09", 1)
+    assert (decoded, end) == (value, 1 + len(raw))
+    assert decoded.as_tuple().exponent == -scale  # "1.50" stays 1.50, as the column holds it
