@@ -14,7 +14,11 @@ read passed it (a writer's clock behind the server's, a slow commit) is read by 
 Everything is idempotent: a re-read document lands at the same version.
 
 A transaction id in both sources is one transaction (one row in fact_sales): the newest
-`updated_at` wins, whichever source it came from, and the row says which (`source`).
+`updated_at` wins, whichever source it came from, and the row says which (`source`). So is a
+transaction id in several documents: the newest document gives it; a document that stops
+carrying it (deleted, its transaction_id changed, refused without one) hands it to the newest
+other carrier or, when there is none, tombstones it (`hand_over`, via `mongo_keys`: what each
+`_id` carried when last loaded). A document refused after it loaded retracts its fact.
 """
 
 from __future__ import annotations
