@@ -338,7 +338,10 @@ def init_main(argv: Sequence[str] | None = None, prog: str = "ewallet-etl init")
 def status_main(argv: Sequence[str] | None = None, prog: str = "ewallet-etl status") -> int:
     parser = argparse.ArgumentParser(
         prog=prog, description="Where every pipeline stands: checkpoint or position, the "
-        "warehouse it is tied to, lag, the last runs, quarantined rows. Read-only.",
+        "warehouse it is tied to, lag, the last runs, quarantined rows. Read-only: creates "
+        "nothing (a warehouse without the schema is shown as such). Exit 0 when both sides "
+        "were read, 1 when the source or the warehouse is unreachable (the other side is "
+        "still shown).",
         epilog=reads(MYSQL_VARS, WAREHOUSE_VARS, "ETL_PIPELINE_NAME ETL_MAX_LAG_SECONDS "
                      "CDC_STREAM_NAME"))
     parser.add_argument("--json", action="store_true", help="one JSON document, for machines")
@@ -356,7 +359,7 @@ def status_main(argv: Sequence[str] | None = None, prog: str = "ewallet-etl stat
     except Exception as exc:
         return _fail(exc, False)
     print(report.to_json() if args.json else report.to_text())
-    return EXIT_OK
+    return EXIT_OK if report.complete else EXIT_FAILED  # what could be read is shown either way
 
 
 def report_main(argv: Sequence[str] | None = None, prog: str = "ewallet-etl report") -> int:
@@ -418,8 +421,11 @@ def sql_main(argv: Sequence[str] | None = None, prog: str = "python -m ewallet_e
         log.error("cannot read %s: %s", args.file, exc.strerror or exc)
         return EXIT_USAGE
     try:
-        wh = open_warehouse(settings)
-        names, rows = wh.query_with_names(text.strip().rstrip(";"))
+        wh = open_warehouse(settings, schema=False)  # a query creates nothing
+        try:
+            names, rows = wh.query_with_names(text.strip().rstrip(";"))
+        finally:
+            wh.close()
     except (Interrupted, KeyboardInterrupt) as exc:
         return interrupted(exc)
     except Exception as exc:

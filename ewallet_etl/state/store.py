@@ -118,4 +118,5 @@ def describe(kind: str, cursor: dict[str, Any] | None) -> str:
         return f"watermark {from_micros(int(cursor['watermark_us'])).isoformat()}"
     if kind == "binlog":
         return f"position {cursor['file']}:{cursor['pos']}"
-    return json.dumps(cursor, sort_keys=True)
+    # prose, never JSON (status --json would nest JSON in a string); long tokens cut
+    return ", ".join(f"{key} {str(value)[:40]}" for key, value in sorted(cursor.items()))

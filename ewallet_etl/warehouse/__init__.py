@@ -12,6 +12,8 @@ One SQL dialect for both: statements name the database `analytics_dw` and bind v
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ewallet_etl.config import Settings, WarehouseTarget
 from ewallet_etl.core.errors import first_line
 from ewallet_etl.retry import with_retries
@@ -32,13 +34,14 @@ from ewallet_etl.warehouse.schema import (
     WAREHOUSE_DDL,
     ensure_schema,
     migrate_fact_sales,
+    missing_objects,
 )
 
 __all__ = [
     "FACT_SORTING_KEY", "IN_TEXT_SET", "WAREHOUSE_DDL", "WRITABLE_TABLES", "Warehouse",
     "WarehouseError", "WarehouseUnavailable", "connect", "ensure_schema", "format_table",
-    "migrate_fact_sales", "open_warehouse", "qualify", "release_chdb", "split_statements",
-    "text_set",
+    "migrate_fact_sales", "missing_objects", "open_warehouse", "qualify", "release_chdb",
+    "split_statements", "text_set",
 ]
 
 
@@ -59,10 +62,14 @@ def release_chdb(path: str | None = None) -> None:
     chdb.release_chdb(path)
 
 
-def open_warehouse(settings: Settings) -> Warehouse:
+def open_warehouse(settings: Settings, schema: bool = True) -> Warehouse:
     """Connect to the configured warehouse (retried) and make sure its schema is there; the
-    warehouse returned retries its own statements and inserts (`retrying.py`)."""
+    warehouse returned retries its own statements and inserts (`retrying.py`).
+    `schema=False` opens it as it is, for reading (status, sql): nothing is created or
+    migrated, and a chDB folder that does not exist is an error, not a new warehouse."""
     target = settings.warehouse
+    if not schema and target.kind == "chdb" and not Path(target.path).expanduser().is_dir():
+        raise WarehouseError(f"{target.describe()}: no such folder (nothing has run into it)")
 
     def attempt() -> Warehouse:
         try:
@@ -72,7 +79,8 @@ def open_warehouse(settings: Settings) -> Warehouse:
         except Exception as exc:  # chDB refuses a folder another process has open, vaguely
             hint = " (is another process using the folder?)" if target.kind == "chdb" else ""
             raise WarehouseError(f"{target.describe()}: {first_line(exc)}{hint}") from exc
-        ensure_schema(wh, WAREHOUSE_DDL)
+        if schema:
+            ensure_schema(wh, WAREHOUSE_DDL)
         return RetryingWarehouse(wh, settings.max_retries)
 
     return with_retries(attempt, f"connect to {target.describe()}", settings.max_retries)

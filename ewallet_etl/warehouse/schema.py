@@ -23,6 +23,13 @@ EXISTING_OBJECTS_SQL = ("SELECT name, sorting_key FROM system.tables "
                         "WHERE database = {database:String}")
 
 
+def missing_objects(wh: Warehouse, ddl_path: Path) -> list[str]:
+    """The tables and views of the DDL this warehouse does not have (read-only)."""
+    wanted = set(CREATED_OBJECT.findall(ddl_path.read_text()))
+    present = {name for name, _ in wh.query(EXISTING_OBJECTS_SQL, {"database": wh.database})}
+    return sorted(wanted - present)
+
+
 def ensure_schema(wh: Warehouse, ddl_path: Path) -> None:
     """Apply the (idempotent) warehouse DDL, so a fresh chDB folder or server just works, and
     move a fact_sales of the old layout to the current one (`migrate_fact_sales`).

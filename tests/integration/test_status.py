@@ -60,3 +60,68 @@ def test_a_second_warehouse_is_shown_as_needing_a_full_load(settings, wh):
         extra = connect(other.warehouse)
         extra.execute("DROP DATABASE IF EXISTS analytics_dw")
         extra.close()
+
+
+# --- audit of issue 14: read-only, a source that is down, JSON for machines -------------------
+
+def _fresh(settings):
+    from tests.helpers import unique
+
+    return replace(settings, warehouse=replace(settings.warehouse, database=unique("ewt_none")))
+
+
+def _tables(settings, database):
+    from ewallet_etl.warehouse import connect
+
+    wh = connect(settings.warehouse)
+    try:
+        return wh.query("SELECT name FROM system.tables WHERE database = {d:String}",
+                        {"d": database})
+    finally:
+        wh.close()
+
+
+def test_status_and_sql_write_nothing_to_a_warehouse_without_the_schema(settings, monkeypatch,
+                                                                       capsys):
+    from ewallet_etl.cli import sql_main
+
+    fresh = _fresh(settings)
+    report = status(fresh)
+    assert report.warehouse_error and "no schema" in report.warehouse_error
+    assert "no schema" in report.to_text()
+    for name, value in env_for(fresh).items():
+        monkeypatch.setenv(name, value)
+    assert status_main([]) == 0
+    assert sql_main(["SELECT 1 AS one"]) == 0
+    capsys.readouterr()
+    assert _tables(settings, fresh.warehouse.database) == []
+
+
+def test_status_without_the_source_still_shows_the_warehouse(settings, monkeypatch, capsys):
+    run_batch(settings)
+    down = replace(settings, mysql_port=1, max_retries=0)
+    report = status(down)
+    assert report.source_error and "MySQL" in report.source_error
+    assert [(r["mode"], r["status"]) for r in report.last_runs] == [("full", "success")]
+    assert report.batch["landed"] is not None and report.batch["checkpoint"] is None
+    assert "source     unreachable: " in report.to_text()
+    for name, value in {**env_for(down), "ETL_MAX_RETRIES": "0"}.items():
+        monkeypatch.setenv(name, value)
+    assert status_main([]) == 1  # shown, and said: the source could not be read
+    assert "unreachable" in capsys.readouterr().out
+
+
+def test_status_json_has_objects_and_zoned_times(settings, monkeypatch, capsys):
+    run_batch(settings)
+    for name, value in env_for(settings).items():
+        monkeypatch.setenv(name, value)
+    assert status_main(["--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    for state in document["states"]:
+        assert isinstance(state["cursor"], dict)
+        with pytest.raises(ValueError):
+            json.loads(state["at"])  # prose, not JSON inside JSON
+    for run in document["last_runs"]:
+        assert run["started_at"].endswith("+00:00"), run["started_at"]
+    assert document["batch"]["max_lag_seconds"] == settings.max_lag_seconds
+    assert document["batch"]["fresh"] in (True, False)
