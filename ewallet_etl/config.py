@@ -170,7 +170,8 @@ def parse_mysql_url(url: str) -> dict[str, str]:
     database = parts.path.lstrip("/")
     if database and not IDENTIFIER.match(database):
         raise ConfigError(f"MYSQL_URL does not parse: its database is not a name; {ENCODING_HINT}")
-    values = {"MYSQL_HOST": parts.hostname or None, "MYSQL_PORT": str(port) if port is not None else None,
+    values = {"MYSQL_HOST": parts.hostname or None,
+              "MYSQL_PORT": str(port) if port is not None else None,
               "MYSQL_USER": unquote(parts.username) if parts.username else None,
               "MYSQL_PASSWORD": unquote(parts.password) if parts.password is not None else None,
               "MYSQL_DATABASE": database or None}
@@ -328,6 +329,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         """From the process environment and a .env file; or, given `env`, from it alone."""
         env = resolve(layered_environment(os.environ) if env is None else env)
+        url = env["CLICKHOUSE_URL"] if "CLICKHOUSE_URL" in env else default_clickhouse_url(env)
         get = lambda name: env.get(name, ENV_DEFAULTS[name])  # noqa: E731
         return cls(
             mysql_host=_name(get("MYSQL_HOST"), "MYSQL_HOST", 255),
@@ -335,9 +337,7 @@ class Settings:
             mysql_user=_name(get("MYSQL_USER"), "MYSQL_USER"),
             mysql_password=get("MYSQL_PASSWORD"),
             mysql_database=_identifier(get("MYSQL_DATABASE")),
-            warehouse=with_password(parse_clickhouse_url(env["CLICKHOUSE_URL"] if "CLICKHOUSE_URL" in env
-                                                         else default_clickhouse_url(env)),
-                                    get("CLICKHOUSE_PASSWORD")),
+            warehouse=with_password(parse_clickhouse_url(url), get("CLICKHOUSE_PASSWORD")),
             pipeline_name=_name(get("ETL_PIPELINE_NAME"), "ETL_PIPELINE_NAME"),
             chunk_rows=_int(env, "ETL_CHUNK_ROWS"),
             lag_seconds=_int(env, "ETL_LAG_SECONDS"),
