@@ -248,8 +248,12 @@ def row_changes(event: Any, end: Position) -> list[ChangeEvent]:
         raise ColumnsMissing(table, missing, end)
     stamps = [c.name for c in event.columns if getattr(c, "type", None) in TIMESTAMP_TYPES]
     changes: list[ChangeEvent] = []
-    for index, row in enumerate(event.rows):
-        v = version(end, index)
+    rows = event.rows
+    first = version(end, 0)
+    if len(rows) > 1:
+        version(end, len(rows) - 1)  # refuses an index the version has no room for
+    for index, row in enumerate(rows):
+        v = first + index  # the row index is the version's lowest bits
         if isinstance(event, UpdateRowsEvent):
             before = _checked(row, "before_", stamps)
             after = _checked(row, "after_", stamps)

@@ -165,7 +165,8 @@ def _timestamp2_reader(fsp: int) -> Reader:
         if frac_bytes:
             micro = int.from_bytes(raw[4:], "big")
             micro = (micro // 10 if fsp % 2 else micro) * scale
-        last[0], last[1] = raw, NAIVE_EPOCH + timedelta(seconds=seconds, microseconds=micro)
+        # timedelta(days, seconds, microseconds) by position: a third faster than by keyword
+        last[0], last[1] = raw, NAIVE_EPOCH + timedelta(0, seconds, micro)
         return last[1], pos + end
     return read
 

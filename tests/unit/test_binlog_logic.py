@@ -248,6 +248,18 @@ def test_rows_events_become_versioned_change_events():
     assert (gone.op, gone.table, gone.key, gone.row["name"]) == (Op.DELETE, "users", "7", None)
 
 
+def test_an_event_with_more_rows_than_the_version_has_room_for_is_refused():
+    from ewallet_etl.core.binlog_position import VersionOverflow
+    from ewallet_etl.sources.binlog import row_changes
+
+    end = Position.of("binlog.000002", 900)
+    rows = [{"values": {"user_id": i, "name": "x"}} for i in range(1 << 16)]
+    assert row_changes(_event("WriteRowsEvent", "users", rows), end)[-1].version == version(
+        end, (1 << 16) - 1)
+    with pytest.raises(VersionOverflow):
+        row_changes(_event("WriteRowsEvent", "users", [*rows, rows[0]]), end)
+
+
 def test_rows_without_column_names_or_with_a_minimal_image_are_refused():
     from ewallet_etl.sources.binlog import StreamError, row_changes
 
