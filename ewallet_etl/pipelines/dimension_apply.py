@@ -30,6 +30,7 @@ class Counts(Protocol):
     reject_reasons: dict[str, int]
     star_rows: int
     star_unversioned: int
+    members_written: dict[str, set[int]]
 
 
 def apply_dimension(wh: Warehouse, table: str, events: Sequence[ChangeEvent], report: Counts,

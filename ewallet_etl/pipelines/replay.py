@@ -86,6 +86,7 @@ class CdcReport:
     feed_star: bool = True  # also write the star schema (CDC_STAR_SCHEMA)
     star_rows: int = 0  # fact_sales / dim_* rows written (core/star.py)
     star_unversioned: int = 0  # changes with no change time: the replica only took them
+    members_written: dict[str, set[int]] = field(default_factory=dict)  # dim -> ids this run
     status: str = "running"
     error: str = ""
     seconds: float = 0.0

@@ -9,6 +9,8 @@ import logging
 from datetime import datetime
 from typing import Any, Protocol, Sequence
 
+import pyarrow as pa
+
 from ewallet_etl.audit import count_reasons, quarantine_rows, refusals_table
 from ewallet_etl.core import star, transform
 from ewallet_etl.core.changes import Change, event_reject, to_change
@@ -27,7 +29,10 @@ class Counts(Protocol):
     reject_reasons: dict[str, int]
     star_rows: int
     star_unversioned: int
+    members_written: dict[str, set[int]]
 
+
+MEMBER_IDS = {"dim_users": "user_id", "dim_merchants": "merchant_id"}
 QUARANTINE_SOURCE = "transactions"  # the batch's: the same rule refuses the same version
 
 
@@ -58,7 +63,7 @@ def apply_transactions(wh: Warehouse, changes: Sequence[Change], report: Counts)
         facts, rejects = transform.transform_transactions(source)
         refused = set(rejects.column("record_key").to_pylist())
         for table, members in star.members_for(source, refused).items():
-            wh.insert(table, members)  # before the facts: every key resolves
+            _insert_new_members(wh, table, members, report.members_written)
         if rejects.num_rows:
             wh.insert("etl_quarantine", quarantine_rows(rejects, QUARANTINE_SOURCE,
                                                         report.run_id, report.started_at))
@@ -74,6 +79,20 @@ def apply_transactions(wh: Warehouse, changes: Sequence[Change], report: Counts)
         wh.insert("etl_quarantine", quarantine_rows(refusals_table(refused_rows),
                                                     QUARANTINE_SOURCE, report.run_id,
                                                     report.started_at))
+
+
+def _insert_new_members(wh: Warehouse, table: str, members: pa.Table,
+                        written: dict[str, set[int]]) -> None:
+    """Inferred members, before the facts (every key resolves), but only for the ids this run
+    has not written a member of yet: after one (inferred or real) another adds nothing, and
+    the insert is the larger part of a small micro-batch's cost."""
+    done = written.setdefault(table, set())
+    ids = members.column(MEMBER_IDS[table]).to_pylist()
+    new = [i not in done for i in ids]
+    if not any(new):
+        return
+    wh.insert(table, members if all(new) else members.filter(pa.array(new, pa.bool_())))
+    done.update(ids)
 
 
 def _reason(event: ChangeEvent) -> str:
@@ -93,4 +112,5 @@ def apply_dimension(wh: Warehouse, table: str, changes: Sequence[Any],
     if rows:
         dim = "dim_users" if table == "users" else "dim_merchants"
         wh.insert(dim, star.dimension_rows(table, rows))
+        report.members_written.setdefault(dim, set()).update(r[0] for r in rows)
         report.star_rows += len(rows)
