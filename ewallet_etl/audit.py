@@ -12,7 +12,7 @@ from typing import Iterable
 
 import pyarrow as pa
 
-from ewallet_etl.core.errors import first_line
+from ewallet_etl.core.errors import one_line
 from ewallet_etl.core.instants import micros
 from ewallet_etl.warehouse import Warehouse
 
@@ -58,7 +58,7 @@ def record_run(wh: Warehouse, run: RunRecord) -> None:
     try:
         wh.insert("etl_runs", row)
     except Exception as exc:
-        log.warning("could not write the etl_runs row: %s", first_line(exc))
+        log.warning("could not write the etl_runs row: %s", one_line(exc))
 
 
 # Runs of a pipeline that started and never wrote their etl_runs row, this run excluded.
@@ -97,7 +97,7 @@ def record_start(wh: Warehouse, run_id: str, pipeline: str, mode: str,
     try:
         wh.insert("etl_run_starts", row)
     except Exception as exc:
-        log.warning("could not write the etl_run_starts row: %s", first_line(exc))
+        log.warning("could not write the etl_run_starts row: %s", one_line(exc))
 
 
 def open_runs(wh: Warehouse, pipeline: str, current: str = "") -> list[OpenRun]:

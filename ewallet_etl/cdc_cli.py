@@ -30,7 +30,7 @@ from ewallet_etl.cli import (
 )
 from ewallet_etl.config import Settings
 from ewallet_etl.core.defaults import DEFAULT_BATCH_SIZE
-from ewallet_etl.core.errors import Interrupted, first_line
+from ewallet_etl.core.errors import Interrupted, one_line
 from ewallet_etl.core.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_REJECTS, EXIT_USAGE
 
 log = logging.getLogger(__name__)
@@ -209,8 +209,11 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
                       exc.name)
             return EXIT_USAGE
 
-        return binlog_main(settings, follow=args.follow, resnapshot=args.resnapshot,
-                           debug=args.debug)
+        try:
+            return binlog_main(settings, follow=args.follow, resnapshot=args.resnapshot,
+                               debug=args.debug)
+        except (Interrupted, KeyboardInterrupt) as exc:  # abandoned: audited `interrupted`
+            return interrupted(exc)
     if args.input is None:  # the default: the packaged sample, wherever this runs
         args.input = sample_path()
     try:
@@ -233,7 +236,7 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
     except (Interrupted, KeyboardInterrupt) as exc:
         return interrupted(exc)
     except Exception as exc:
-        log.error("failed: %s", first_line(exc), exc_info=args.debug)
+        log.error("failed: %s", one_line(exc), exc_info=args.debug)
         return EXIT_FAILED
     log.info("%s", report.summary())
     if report.events_read and not report.parsed:  # a wrong file: no record is a change event
@@ -245,25 +248,21 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _mongo_stream(settings: Settings, args: argparse.Namespace) -> int:
-    """--source mongodb: the change stream into the star schema; SIGTERM/SIGINT stop it after
-    the micro-batch in flight (its token saved)."""
-    import signal
-    import threading
-
+    """--source mongodb: the change stream into the star schema; a first SIGTERM/SIGINT stops
+    it after the micro-batch in flight (its token saved), a second abandons the run at once
+    (pipelines/stopping.py)."""
     from ewallet_etl.pipelines.mongo_stream import run_mongo_stream
+    from ewallet_etl.pipelines.stopping import SignalStop
 
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        report = run_mongo_stream(settings, follow=args.follow, resnapshot=args.resnapshot,
-                                  stop=stop)
+        with SignalStop(graceful=True).installed() as stop:
+            report = run_mongo_stream(settings, follow=args.follow, resnapshot=args.resnapshot,
+                                      stop=stop)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        return interrupted(exc)
     except Exception as exc:
-        log.error("failed: %s", first_line(exc), exc_info=args.debug)
+        log.error("failed: %s", one_line(exc), exc_info=args.debug)
         return getattr(exc, "exit_code", EXIT_FAILED)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     log.info("%s", report.summary())
     return EXIT_REJECTS if report.rejected else EXIT_OK
 
@@ -287,8 +286,10 @@ def _reset(settings: Settings, debug: bool) -> int:
                 seconds=(datetime.now(timezone.utc) - started).total_seconds()))
         finally:
             wh.close()
+    except (Interrupted, KeyboardInterrupt) as exc:
+        return interrupted(exc, "before the replicas were emptied, or part way: run it again")
     except Exception as exc:
-        log.error("failed: %s", first_line(exc), exc_info=debug)
+        log.error("failed: %s", one_line(exc), exc_info=debug)
         return EXIT_FAILED
     log.info("reset: emptied %s; the next replay or binlog run starts them afresh",
              ", ".join(RESET_TABLES))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ewallet_etl.config import ConfigError, Settings
-from ewallet_etl.core.errors import Interrupted, first_line
+from ewallet_etl.core.errors import Interrupted, one_line
 from ewallet_etl.core.exit_codes import (  # noqa: F401
     EXIT_FAILED,
     EXIT_MISMATCH,
@@ -109,11 +109,14 @@ def handle_signals() -> None:
         signal.signal(signum, interrupt)
 
 
-def interrupted(exc: BaseException) -> int:
+STOPPED = ("stopped before its checkpoint or position moved; run it again to finish (what "
+           "landed is absorbed)")
+
+
+def interrupted(exc: BaseException, what: str = STOPPED) -> int:
     """One line for a run stopped by a signal; its exit code (130 for SIGINT, 143 for SIGTERM)."""
     signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-    log.error("interrupted by %s: stopped before its checkpoint or position moved; run it again "
-              "to finish (what landed is absorbed)", signal.Signals(signum).name)
+    log.error("interrupted by %s: %s", signal.Signals(signum).name, what)
     return 128 + signum
 
 
@@ -139,8 +142,7 @@ def configured(args: argparse.Namespace) -> Settings | None:
 
 def _fail(exc: BaseException, debug: bool) -> int:
     """One clear line naming what failed; the stack only with --debug."""
-    first = first_line(exc)
-    log.error("failed: %s", first, exc_info=debug)
+    log.error("failed: %s", one_line(exc), exc_info=debug)
     return EXIT_FAILED
 
 
@@ -320,8 +322,11 @@ def init_main(argv: Sequence[str] | None = None, prog: str = "ewallet-etl init")
                 steps = mysql_setup.inspect(conn)
         finally:
             conn.close()
+    except (Interrupted, KeyboardInterrupt) as exc:
+        return interrupted(exc, "nothing more was changed; run it again to see where the source "
+                                "stands (each statement is applied whole or not at all)")
     except Exception as exc:
-        return _fail(exc, False)
+        return _fail(exc, args.debug)
     for step in steps:
         print(f"missing: {step.why}" + (f"\n  {'applied' if args.apply else 'fix'}: "
                                          f"{' '.join(step.sql.split())}" if step.sql else

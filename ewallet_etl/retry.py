@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Callable, TypeVar
 
-from ewallet_etl.core.errors import first_line
+from ewallet_etl.core.errors import one_line
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -26,7 +26,7 @@ def with_retries(step: Callable[[], T], what: str, attempts: int, base_delay: fl
                 raise
             delay = min(base_delay * 2**attempt, 8.0)
             log.warning("%s failed (%s); retry %d/%d in %.1fs",
-                        what, first_line(exc),
+                        what, one_line(exc),
                         attempt + 1, attempts, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")

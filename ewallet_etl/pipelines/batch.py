@@ -50,7 +50,7 @@ from ewallet_etl.audit import (
 )
 from ewallet_etl.config import Settings
 from ewallet_etl.core import transform
-from ewallet_etl.core.errors import first_line, outcome
+from ewallet_etl.core.errors import one_line, outcome
 from ewallet_etl.core.instants import EPOCH, as_utc, micros
 from ewallet_etl.core.window import Window, next_window, start_point
 from ewallet_etl.pipelines import faults
@@ -183,7 +183,7 @@ def _audited(settings: Settings, report: RunReport) -> Iterator[
         yield wh, source
         report.status = "completed_with_rejects" if report.rows_rejected else "success"
     except BaseException as exc:
-        report.status, report.error = outcome(exc), first_line(exc)
+        report.status, report.error = outcome(exc), one_line(exc)
         raise
     finally:
         source.close()

@@ -42,13 +42,15 @@ from ewallet_etl.core.binlog_position import (
     variable_problems,
     version,
 )
-from ewallet_etl.core.errors import first_line, outcome
+from ewallet_etl.core.errors import one_line, outcome
 from ewallet_etl.core.events import ChangeEvent
 from ewallet_etl.core.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_REJECTS, EXIT_USAGE
 from ewallet_etl.pipelines import binlog_apply
 from ewallet_etl.pipelines import replay as cdc
 from ewallet_etl.pipelines.faults import fault_point
+from ewallet_etl.pipelines.progress import Progress
 from ewallet_etl.pipelines.reconcile import sweep_deletes
+from ewallet_etl.pipelines.stopping import SignalStop, pause, streaming
 from ewallet_etl.retry import TransientError
 from ewallet_etl.sources import mysql as source_mysql
 from ewallet_etl.sources.binlog import (
@@ -165,11 +167,13 @@ def take_snapshot(settings: Settings, wh: Warehouse, report: StreamReport) -> Po
     with consistent_snapshot(settings) as (position, conn):
         snap_version = version(position)
         log.info("snapshot at %s (version %d)", position, snap_version)
+        progress = Progress("binlog snapshot")  # a long load: rows, rows/s, elapsed
         for table in ("users", "merchants", "transactions"):
             for rows in snapshot_rows(conn, table, settings.chunk_rows):
                 binlog_apply.apply(wh, snapshot_events(table, rows, snap_version),
                                    report.apply)
                 report.snapshot_rows += len(rows)
+                progress.add(len(rows))
                 fault_point("binlog_snapshot_chunk")
     for table in TABLE_KEYS:  # rows the source deleted while we were away (re-snapshot)
         gone = binlog_apply.tombstone_older(wh, table, snap_version, report.apply)
@@ -322,11 +326,12 @@ def run_binlog(settings: Settings, follow: bool = False, resnapshot: bool = Fals
             check_resumable(saved.position, logs, end)
             start = saved.position
         report.start = report.saved = start
+        streaming(stop)  # from here a first signal lets the batch in flight finish
         _stream_with_restarts(settings, wh, report, state_version, stop,
                               None if follow else end)
         status = "completed_with_rejects" if report.apply.rejected else "success"
     except BaseException as exc:
-        status, report.error = outcome(exc), first_line(exc)
+        status, report.error = outcome(exc), one_line(exc)
         raise
     finally:
         report.seconds = time.monotonic() - clock
@@ -369,16 +374,16 @@ def _stream_with_restarts(settings: Settings, wh: Warehouse, report: StreamRepor
                 raise
             report.restarts += 1
             log.warning("binlog stream interrupted (%s); restart %d from %s",
-                        first_line(exc), failures, report.saved)
-            time.sleep(min(0.5 * 2 ** (failures - 1), 8.0))
+                        one_line(exc), failures, report.saved)
+            pause(stop, min(0.5 * 2 ** (failures - 1), 8.0))  # a stop ends the wait
 
 
 def binlog_main(settings: Settings, follow: bool = False, resnapshot: bool = False,
                 debug: bool = False) -> int:
-    """Entry point for cdc_cli: SIGTERM/SIGINT stop a run cleanly; returns the exit code."""
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGTERM, signal.SIGINT)}
+    """Entry point for cdc_cli: SIGTERM/SIGINT stop a run cleanly (pipelines/stopping.py: the
+    batch in flight finishes, or the run is abandoned as Interrupted); returns the exit code."""
+    stop = SignalStop()
+    previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         report = run_binlog(settings, follow=follow, resnapshot=resnapshot, stop=stop)
     except PreflightError as exc:
@@ -389,8 +394,7 @@ def binlog_main(settings: Settings, follow: bool = False, resnapshot: bool = Fal
         log.error("binlog stream stopped: %s", exc)
         return EXIT_USAGE
     except Exception as exc:
-        log.error("failed: %s", first_line(exc),
-                  exc_info=debug)
+        log.error("failed: %s", one_line(exc), exc_info=debug)
         return EXIT_FAILED
     finally:
         for sig, handler in previous.items():

@@ -56,7 +56,7 @@ from ewallet_etl.core.documents import (
     flatten,
     refused_version,
 )
-from ewallet_etl.core.errors import first_line, outcome
+from ewallet_etl.core.errors import one_line, outcome
 from ewallet_etl.core.events import KEY_PATTERN
 from ewallet_etl.core.instants import EPOCH, from_micros, micros
 from ewallet_etl.core.window import Window, next_window
@@ -127,10 +127,10 @@ def audited_run(settings: Settings, report: MongoReport,
         yield wh, client
         report.status = "completed_with_rejects" if report.rejected else "success"
     except PyMongoError as exc:  # one line naming the server, never the URI's secret
-        report.status, report.error = "failed", first_line(exc)
+        report.status, report.error = "failed", one_line(exc)
         raise source_mongo.error(settings, exc) from exc
     except BaseException as exc:
-        report.status, report.error = outcome(exc), first_line(exc)
+        report.status, report.error = outcome(exc), one_line(exc)
         raise
     finally:
         client.close()

@@ -52,7 +52,7 @@ from ewallet_etl.core.changes import (
 )
 from ewallet_etl.core.defaults import DEFAULT_BATCH_SIZE
 from ewallet_etl.core.dimension_changes import DIMENSIONS, DimChange, to_dim_change
-from ewallet_etl.core.errors import first_line, outcome
+from ewallet_etl.core.errors import one_line, outcome
 from ewallet_etl.core.events import BadEvent, BadRow, ChangeEvent, Item, Op, Reject, Skipped
 from ewallet_etl.pipelines import star_apply
 from ewallet_etl.pipelines.dimension_apply import apply_dimension
@@ -257,7 +257,7 @@ def run_replay(settings: Settings, stream: TextIO, input_name: str,
             wh.execute(f"OPTIMIZE TABLE analytics_dw.{TABLE} FINAL")
         report.status = "completed_with_rejects" if report.rejected else "success"
     except BaseException as exc:  # Interrupted (a signal) too: the audit row says so
-        report.status, report.error = outcome(exc), first_line(exc)
+        report.status, report.error = outcome(exc), one_line(exc)
         raise
     finally:
         report.seconds = time.monotonic() - clock
