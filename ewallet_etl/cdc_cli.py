@@ -223,7 +223,7 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     log.info("cdc replay of %s -> %s", "stdin" if args.input == "-" else args.input,
              settings.warehouse.describe())
-    from ewallet_etl.pipelines.replay import run_replay
+    from ewallet_etl.pipelines.replay import NoChangeEvents, run_replay
     from ewallet_etl.state.lineage import LineageError
 
     try:
@@ -233,17 +233,15 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
     except LineageError as exc:
         log.error("refused: %s", exc)
         return EXIT_USAGE
+    except NoChangeEvents as exc:
+        log.error("%s %s", "stdin" if args.input == "-" else args.input, exc)
+        return EXIT_USAGE
     except (Interrupted, KeyboardInterrupt) as exc:
         return interrupted(exc)
     except Exception as exc:
         log.error("failed: %s", one_line(exc), exc_info=args.debug)
         return EXIT_FAILED
     log.info("%s", report.summary())
-    if report.events_read and not report.parsed:  # a wrong file: no record is a change event
-        reason = next(iter(report.reject_reasons), "")
-        log.error("%s holds no change event: %d record(s), none parseable (%s); they are in "
-                  "etl_quarantine", args.input, report.events_read, reason)
-        return EXIT_USAGE
     return EXIT_REJECTS if report.rejected else EXIT_OK
 
 

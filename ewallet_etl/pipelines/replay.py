@@ -70,6 +70,15 @@ MAX_ORIGINS = 100  # distinct "db.table" counts kept for the skip log line
 
 # --- the run ----------------------------------------------------------------------------------
 
+class NoChangeEvents(ValueError):
+    """The input held no change event (empty, or records none of which parse as one)."""
+
+    def __init__(self, records: int) -> None:
+        super().__init__("holds no change event: it is empty" if not records else
+                         f"holds no change event: {records} record(s), none parseable (they are "
+                         "in etl_quarantine)")
+
+
 @dataclass
 class CdcReport:
     run_id: str
@@ -246,13 +255,18 @@ def run_replay(settings: Settings, stream: TextIO, input_name: str,
     record_start(wh, report.run_id, SOURCE, "replay", report.started_at)
     try:
         close_dead_runs(wh, SOURCE, report.run_id, exclusive=False)
-        store.note_handoff(wh, SOURCE, "replay", report.run_id)
         gate = scheme_gate(wh, f"replay {printable(input_name)[:200]}")
         apply_items(wh, events.read_events(stream, database=database), report, batch_size, gate)
-        store.save(wh, SOURCE, "replay", {"input": printable(input_name)[:200],
-                                          "events": report.events_read,
-                                          "rows": report.rows_applied},
-                   printable(input_name)[:200], report.run_id)
+        # A file with no change event is a mistake (exit 2); an empty stdin is a producer with
+        # nothing to send. Either way nothing was applied: no hand-off, no state moves.
+        if not report.parsed and (report.events_read or input_name != "-"):
+            raise NoChangeEvents(report.events_read)
+        if report.parsed:
+            store.note_handoff(wh, SOURCE, "replay", report.run_id)
+            store.save(wh, SOURCE, "replay", {"input": printable(input_name)[:200],
+                                              "events": report.events_read,
+                                              "rows": report.rows_applied},
+                       printable(input_name)[:200], report.run_id)
         if optimize:  # housekeeping only: reads are right without it (FINAL in the view)
             wh.execute(f"OPTIMIZE TABLE analytics_dw.{TABLE} FINAL")
         report.status = "completed_with_rejects" if report.rejected else "success"

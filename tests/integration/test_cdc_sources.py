@@ -279,4 +279,4 @@ def test_a_file_holding_no_change_event_is_exit_2_and_nothing_is_lost(settings, 
     assert wh.query("SELECT count() FROM analytics_dw.etl_quarantine FINAL") == [(2,)]
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    assert cdc(settings, str(empty)) == 0  # nothing to do is not an error
+    assert cdc(settings, str(empty)) == 2  # a named file with nothing in it: a mistake
