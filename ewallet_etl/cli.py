@@ -63,15 +63,34 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["stack"] = self.formatException(record.exc_info)
+        if hasattr(record, "progress"):  # pipelines/progress.py: the numbers as fields
+            entry["progress"] = record.progress
         return json.dumps(entry, ensure_ascii=False)
 
 
 class TerminalProgress(logging.StreamHandler):
-    """Progress lines drawn over each other on a terminal; the next other line starts fresh."""
+    """Progress drawn as a bar on one terminal line, redrawn in place (the next other log line
+    clears it first): a fraction when the total is known, a moving marker when it is not."""
+
+    WIDTH = 20
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stream.write("\r\x1b[K" + record.getMessage())
+        numbers = getattr(record, "progress", None)
+        line = self.bar(numbers) if numbers else record.getMessage()
+        self.stream.write("\r\x1b[K" + line)
         self.stream.flush()
+
+    def bar(self, p: dict) -> str:
+        rows, total = p["rows"], p["total"]
+        if total:
+            done = min(rows / total, 1.0)
+            filled = round(done * self.WIDTH)
+            drawn = f"[{'#' * filled}{'-' * (self.WIDTH - filled)}] {done:4.0%} {rows:,}/{total:,}"
+        else:  # no total: a marker that moves with each redraw shows it is alive
+            at = int(p["elapsed_seconds"] * 2) % self.WIDTH
+            drawn = f"[{' ' * at}<=>{' ' * (self.WIDTH - at)}] {rows:,}"
+        return (f"{p['what']} {drawn} rows, {p['rows_per_second']:,} rows/s, "
+                f"{p['elapsed_seconds']:.1f} s")
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
