@@ -228,7 +228,7 @@ def etl_main(argv: Sequence[str] | None = None, prog: str = "etl_pipeline.py") -
 
 
 def run_main(argv: Sequence[str] | None = None, prog: str = "ewallet-etl run") -> int:
-    parser = run_parser(prog, reconcile_flag=False)
+    parser = run_parser(prog)  # --reconcile kept: `ewallet-etl reconcile` is the same run
     return _etl(parser, parser.parse_args(argv))
 
 

@@ -13,6 +13,8 @@ scripts/setup.sh
 scripts/stack.sh up
 own_home=${DAGSTER_HOME:+yes}
 export DAGSTER_HOME=${DAGSTER_HOME:-$PWD/.local/dagster}
+# the demo's warehouse (scripts/demo.sh), unless one is set: not the per-user default
+export CLICKHOUSE_URL=${CLICKHOUSE_URL:-chdb://$PWD/.local/chdb}
 mkdir -p "$DAGSTER_HOME"
 if [[ -z $own_home || ! -e $DAGSTER_HOME/dagster.yaml ]]; then
     cp ewallet_etl/orchestration/dagster.yaml "$DAGSTER_HOME/dagster.yaml"

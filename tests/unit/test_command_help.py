@@ -100,3 +100,20 @@ def test_every_subcommand_takes_log_format_after_or_before_the_command(capsys, a
             main(argv)
         assert done.value.code == 2
         assert "invalid choice: 'xml'" in capsys.readouterr().err, argv
+
+
+def test_the_docs_tell_users_to_type_ewallet_etl():
+    """Command blocks (what a reader types) in the README and docs use `ewallet-etl`; the root
+    scripts appear there only on a line that says it is an alias (prose may name them)."""
+    from tests.helpers import ROOT
+
+    offenders = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        in_block = False
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if line.startswith("```"):
+                in_block = line.strip() in ("```bash", "```sh", "```console")
+                continue
+            if in_block and re.search(r"(etl_pipeline|cdc-stream)\.py", line) and "alias" not in line:
+                offenders.append(f"{path.name}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
