@@ -114,6 +114,27 @@ def test_the_docs_tell_users_to_type_ewallet_etl():
             if line.startswith("```"):
                 in_block = line.strip() in ("```bash", "```sh", "```console")
                 continue
-            if in_block and re.search(r"(etl_pipeline|cdc-stream)\.py", line) and "alias" not in line:
+            old_script = re.search(r"(etl_pipeline|cdc-stream)\.py", line)
+            if in_block and old_script and "alias" not in line:
                 offenders.append(f"{path.name}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+@pytest.mark.parametrize("argv", [["--log-format", "json", "status"],
+                                  ["sql", "SELECT 1", "--log-format", "json"],
+                                  ["--log-format=json", "cdc", "binlog"]])
+def test_a_refused_setting_is_one_json_line_in_json_mode(argv):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    done = subprocess.run([sys.executable, "-m", "ewallet_etl", *argv], cwd=ROOT,
+                          env={**os.environ, "LOG_LEVEL": "LOUD"}, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    entry = json.loads(line)
+    assert entry["level"] == "ERROR" and "LOG_LEVEL must be one of" in entry["message"]
