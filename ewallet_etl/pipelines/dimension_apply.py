@@ -5,7 +5,6 @@ the replay of Debezium files both apply them here; every write is idempotent."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Callable, Protocol, Sequence
 
 from ewallet_etl.audit import count_reasons, quarantine_rows
@@ -16,21 +15,14 @@ from ewallet_etl.pipelines import star_apply
 from ewallet_etl.warehouse import Warehouse
 
 
-class Counts(Protocol):
-    """What a run counts (replay.CdcReport has it all)."""
+class Counts(star_apply.Counts, Protocol):
+    """What a run counts besides the star's (replay.CdcReport has it all)."""
 
-    run_id: str
-    started_at: datetime
     feed_star: bool
     batches: int
     events_read: int
     rows_applied: int
     collapsed: int
-    rejected: int
-    reject_reasons: dict[str, int]
-    star_rows: int
-    star_unversioned: int
-    members_written: dict[str, set[int]]
 
 
 def apply_dimension(wh: Warehouse, table: str, events: Sequence[ChangeEvent], report: Counts,
