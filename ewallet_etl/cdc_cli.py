@@ -246,14 +246,15 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _mongo_stream(settings: Settings, args: argparse.Namespace) -> int:
-    """--source mongodb: the change stream into the star schema; a first SIGTERM/SIGINT stops
-    it after the micro-batch in flight (its token saved), a second abandons the run at once
+    """--source mongodb: the change stream into the star schema. While it streams, a first
+    SIGTERM/SIGINT stops it after the micro-batch in flight (its token saved); before that
+    (connecting, the copy) and at a second signal the run is abandoned at once, as the binlog's
     (pipelines/stopping.py)."""
     from ewallet_etl.pipelines.mongo_stream import run_mongo_stream
     from ewallet_etl.pipelines.stopping import SignalStop
 
     try:
-        with SignalStop(graceful=True).installed() as stop:
+        with SignalStop().installed() as stop:
             report = run_mongo_stream(settings, follow=args.follow, resnapshot=args.resnapshot,
                                       stop=stop)
     except (Interrupted, KeyboardInterrupt) as exc:

@@ -49,6 +49,7 @@ from ewallet_etl.pipelines.mongo import (
     load_documents,
     previous_keys,
 )
+from ewallet_etl.pipelines.stopping import streaming
 from ewallet_etl.sources import mongodb as source_mongo
 from ewallet_etl.state import store
 from ewallet_etl.warehouse import Warehouse
@@ -141,6 +142,7 @@ def _consume(settings: Settings, wh: Warehouse, stream: Any, report: MongoReport
              pipeline: str, version: int, follow: bool, stop: threading.Event,
              clock: Clock) -> None:
     """Micro-batches until caught up (bounded) or until `stop` (follow)."""
+    streaming(stop)  # from here a first signal lets the micro-batch in flight finish
     pending: list[dict[str, Any]] = []
     started = time.monotonic()
     while not stop.is_set():

@@ -306,6 +306,30 @@ def test_a_killed_stream_resumes_from_its_token_without_loss_or_doubling(mongo):
     assert "killed" in statuses
 
 
+def test_a_following_stream_ends_cleanly_at_a_signal_after_its_micro_batch(mongo):
+    """While it streams, a first SIGTERM lets the micro-batch in flight land, saves its token
+    and ends the run as usual (exit 0); the hung-server case abandons instead
+    (test_signals.py)."""
+    settings, coll = mongo
+    coll.insert_many(mongodb_seed.demo_documents(server_now(coll)))
+    proc = stream_cli(settings, "--follow")
+    try:
+        time.sleep(4)  # past the copy: following
+        coll.update_one({"transaction_id": "MG2002"}, {"$set": {
+            "amount": Decimal128("777.00"), "updated_at": server_now(coll)}})
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and " ERROR " not in err, err
+    assert facts(settings)["MG2002"][0] == Decimal("777.00")
+    assert run_mongo_stream(settings).loaded == 0  # its token was saved: nothing again
+
+
 def test_a_token_the_server_no_longer_has_is_refused_until_resnapshot(mongo):
     settings, coll = mongo
     coll.insert_many(mongodb_seed.demo_documents(server_now(coll)))
