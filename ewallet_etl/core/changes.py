@@ -31,7 +31,6 @@ from ewallet_etl.core.events import BadEvent, BadRow, ChangeEvent, Op, Reject
 from ewallet_etl.core.instants import EPOCH, NAIVE_EPOCH
 
 TABLE = "cdc_transactions"
-MAX_ID = (1 << 32) - 1  # the source's INT UNSIGNED
 MAX_DATETIME = (1 << 32) - 1  # ClickHouse DateTime: 1970-01-01 .. 2106-02-07 06:28:15 UTC
 MAX_RAW_CHARS = 65_536  # quarantined text is cut here (a broken array can swallow the rest)
 ZERO = Decimal(0)
@@ -85,7 +84,7 @@ def _id(row: Any, name: str) -> int:
         raise BadEvent(f"missing {name}")
     if type(value) is not int:
         raise BadEvent(f"{name} is not an integer")
-    if not 0 <= value <= MAX_ID:
+    if not 0 <= value <= value_rules.MAX_ID:
         raise BadEvent(f"{name} out of range (0..4294967295)")
     return value
 

@@ -17,8 +17,7 @@ import pyarrow as pa
 from ewallet_etl.core import events
 from ewallet_etl.core.events import BadEvent, ChangeEvent, Op
 from ewallet_etl.core.instants import micros
-
-MAX_ID = (1 << 32) - 1
+from ewallet_etl.core.value_rules import MAX_ID
 
 # source table -> (replica table, key column, text columns); identifiers from this list only.
 DIMENSIONS = {

@@ -44,9 +44,8 @@ from typing import Any, Mapping, NamedTuple
 from ewallet_etl.core.changes import MAX_DATETIME
 from ewallet_etl.core.events import KEY_PATTERN
 from ewallet_etl.core.instants import EPOCH, micros
-from ewallet_etl.core.value_rules import is_decimal_text
+from ewallet_etl.core.value_rules import MAX_ID, is_decimal_text
 
-MAX_ID = (1 << 32) - 1
 EXACT_DOUBLE_DIGITS = 15
 CURRENCY = "IDR"
 # How far a writer's clock may run ahead of the server's before updated_at is "in the future".

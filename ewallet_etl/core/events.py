@@ -46,6 +46,7 @@ from typing import Any, Iterator, Mapping, TextIO, Union
 
 from ewallet_etl.core import debezium
 from ewallet_etl.core.instants import EPOCH
+from ewallet_etl.core.value_rules import MAX_ID
 from ewallet_etl.core.version_scheme import (
     Scheme,
     debezium_scheme,
@@ -58,7 +59,6 @@ CHUNK_CHARS = 1 << 20
 DEFAULT_TABLE = "transactions"
 # The source tables a Debezium file may carry, and the column that keys each one's events.
 KEY_COLUMNS = {"transactions": "transaction_id", "users": "user_id", "merchants": "merchant_id"}
-MAX_ID = (1 << 32) - 1
 SOURCE_COLUMNS = ("transaction_id", "user_id", "merchant_id", "amount", "status",
                   "transaction_time")
 MICROSECOND = timedelta(microseconds=1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 SALE_STATUS = "SUCCESS"
+MAX_ID = (1 << 32) - 1  # user and merchant ids: the source's INT UNSIGNED
 KNOWN_STATUSES = ("SUCCESS", "FAILED", "PENDING", "REFUNDED")
 
 AMOUNT_SCALE = 2  # the warehouse's Decimal(18, 2)
