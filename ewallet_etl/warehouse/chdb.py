@@ -32,8 +32,9 @@ CHDB_ENGINE_ARGS = "background_pool_size=1&background_merges_mutations_concurren
 # merges in progress. A run that ends mid-merge throws the merge away; the next run starts the
 # same merge and throws it away again, and the parts written meanwhile pile up behind it
 # (measured after a 10M-row load: every 20k-change run spent 0.4 CPU-s more on a merge it
-# cancelled, and fact_sales gained a part per run). So closing lets the merges running at that
-# moment finish (not the ones they lead to), for at most this long.
+# cancelled, and fact_sales gained a part per run). So closing a warehouse that inserted rows
+# lets the merges running at that moment finish (not the ones they lead to), for at most this
+# long. A read-only use (status, sql) writes no part and does not wait.
 MERGE_WAIT_SECONDS = 60.0
 
 
@@ -43,6 +44,7 @@ class ChdbWarehouse:
     def __init__(self, target: WarehouseTarget) -> None:
         self.database = target.database
         self._path = str(Path(target.path).expanduser().resolve())
+        self._inserted = False  # whether closing waits for merges (see MERGE_WAIT_SECONDS)
         _chdb_session(self._path)  # open (or share) the folder now, so errors surface here
 
     @property
@@ -106,6 +108,7 @@ class ChdbWarehouse:
             f"SELECT {names} FROM Python(arrow_rows)",
             self.database,
         )
+        self._inserted = True
         try:
             self._session.query(sql)
         except Exception as exc:
@@ -118,9 +121,10 @@ class ChdbWarehouse:
             self.insert(table, chunk)
 
     def close(self) -> None:
-        """Let the merges in progress finish (MERGE_WAIT_SECONDS). The session stays open:
-        sessions are shared per process (chDB allows one folder); see `release_chdb`."""
-        if self._path in _chdb_sessions:
+        """After inserts, let the merges in progress finish (MERGE_WAIT_SECONDS). The session
+        stays open: sessions are shared per process (chDB allows one folder); see
+        `release_chdb`."""
+        if self._inserted and self._path in _chdb_sessions:
             finish_merges(_chdb_sessions[self._path], MERGE_WAIT_SECONDS)
 
 
