@@ -153,6 +153,14 @@ class Ctx:
 FIRST_LOAD = "full load (etl_pipeline.py, first run)"
 FULL_REFRESH = "full refresh (etl_pipeline.py --full-refresh)"
 SERVER_ONLY_LOAD = "full load, server-only install (no chDB, no pandas)"
+# The pipeline's reader into its writer with nothing between (bench/floor_cx_server.py).
+RAW_FLOOR = "floor: the pipeline's reader -> its Native INSERT, raw copy, no transform"
+# Its table: the columns as the full load reads them (transaction_time as the number
+# YYYYMMDDhhmmss, updated_at in microseconds since the epoch).
+RAW_FLOOR_DDL = """CREATE TABLE {table} (
+    transaction_id String, user_id UInt32, merchant_id UInt32, amount Decimal(10, 2),
+    status String, transaction_time UInt64, updated_at UInt64
+) ENGINE = MergeTree ORDER BY transaction_id"""
 
 
 def reset_checkpoint(source_db: str, pipeline: str) -> None:
@@ -195,6 +203,17 @@ def server_methods(ctx: Ctx, source_db: str, rows: int, naive: bool) -> list[Met
         Method(FULL_REFRESH, "clickhouse-server", "full",
                [PYTHON, "etl_pipeline.py", "--full-refresh"], env, rows=rows, check=totals),
     ]
+    raw = f"{ctx.db('peers')}.floor_raw"
+
+    def prep_raw() -> None:
+        client.execute(f"CREATE DATABASE IF NOT EXISTS {ctx.db('peers')}")
+        client.execute(f"DROP TABLE IF EXISTS {raw}")
+        client.execute(RAW_FLOOR_DDL.format(table=raw))
+
+    methods.append(Method(RAW_FLOOR, "clickhouse-server", "full",
+                          [PYTHON, str(BENCH / "floor_cx_server.py"), raw], env,
+                          prep=prep_raw, rows=rows,
+                          check=lambda: as_totals(client.execute(totals_sql(raw))[0])))
     if SERVER_ONLY_PYTHON.exists():  # the same load from an install without chDB and pandas
         only_db = ctx.db("dw_server_only")
         only_env = pipeline_env(ctx, ctx.server_url(only_db), "bench_server_only", source_db)

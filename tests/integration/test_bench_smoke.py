@@ -59,6 +59,7 @@ def test_bench_runs_every_method_and_each_loads_the_source_exactly(tmp_path: Pat
         ("clickhouse-server", "incremental", "no-op run"), ("chdb", "incremental", "no-op run"),
         ("clickhouse-server", "cdc", "CDC replay"), ("chdb", "cdc", "CDC replay"),
         ("clickhouse-server", "full", "server pull, plain copy"),
+        ("clickhouse-server", "full", "floor"), ("clickhouse-server", "scale", "floor"),
         ("clickhouse-server", "scale", "reference"),
         ("clickhouse-server", "scale", "full load"), ("chdb", "scale", "full load"),
         ("clickhouse-server", "scale", "incremental"), ("chdb", "scale", "incremental"),
@@ -95,6 +96,10 @@ def test_bench_runs_every_method_and_each_loads_the_source_exactly(tmp_path: Pat
     noop_figures = [t for t in doc["targets"] if t["noop_run"] is not None]
     # the server's 1x load beside its no-op run; RSS over the no-op run at scale, per engine
     assert len(noop_figures) == 3, doc["targets"]
+    # the server's load targets beside the raw copy of the pipeline's reader into its writer
+    floors = [t["target"] for t in doc["targets"] if t["raw_copy_floor"] is not None]
+    assert floors == ["server: full load / server's own pull, 10x rows",
+                      "server: full load / server's own pull, 1x rows"], doc["targets"]
     assert doc["source"]["rows"] == 5000
     assert {t["target"] for t in doc["targets"]}
     assert out.with_suffix(".md").read_text().count("|") > 50
