@@ -80,3 +80,14 @@ def test_the_wait_for_merges_is_bounded(merging, chdb_path: Path, caplog) -> Non
 
     assert time.monotonic() - started < 0.5
     assert "left for a later run" in caplog.text
+
+
+class _ClosedSession:
+    """A session that can no longer answer (closed under the run, or the engine failed)."""
+
+    def query(self, sql: str) -> None:
+        raise RuntimeError("Session is closed")
+
+
+def test_waiting_for_merges_never_replaces_the_runs_own_error() -> None:
+    chdb_engine.finish_merges(_ClosedSession(), wait_seconds=60.0)  # returns, raises nothing
