@@ -1,12 +1,14 @@
-"""The floor of the pipeline's own stack on the ClickHouse server, timed by bench/run.py like
-every method: the pipeline's reader (`sources.mysql.stream`: connectorx, the full load's
-statement, its chunks) straight into the pipeline's writer (one streamed INSERT of Native blocks,
-`warehouse.native`), with nothing between them: no transform, no checks, no keys, no dimensions,
-no checkpoint, no audit row. The columns land as read (updated_at as microseconds) in a plain
-MergeTree table the bench creates beforehand (`methods.RAW_FLOOR_DDL`). A pipeline built on
-this reader and writer cannot be faster than this.
+"""The floor of the pipeline's own stack, per engine, timed by bench/run.py like every method:
+the pipeline's reader (`sources.mysql.stream`: connectorx, the full load's statement, its
+chunks) straight into the pipeline's writer, with nothing between them: no transform, no
+checks, no keys, no dimensions, no checkpoint, no audit row. The writer is the engine's own:
+one streamed INSERT of Native blocks on a server (`warehouse.native`, the same squashing
+settings), or one `INSERT ... SELECT FROM Python(chunk)` per chunk on chDB (the same engine
+arguments, and the same wait for merges at the end). The columns land as read (updated_at as
+microseconds) in a plain MergeTree table the bench creates beforehand (`methods.RAW_FLOOR_DDL`).
+A pipeline built on this reader and writer cannot be faster, or smaller, than this.
 
-    python bench/floor_cx_server.py TABLE    (MYSQL_* and CLICKHOUSE_URL from the environment)
+    python bench/floor_raw_copy.py TABLE   (MYSQL_* and CLICKHOUSE_URL from the environment)
 """
 
 from __future__ import annotations
@@ -18,11 +20,10 @@ from typing import Iterator
 import common  # noqa: F401  (puts the checkout on sys.path)
 import pyarrow as pa
 
-from ewallet_etl.config import Settings
+from ewallet_etl.config import Settings, WarehouseTarget
 from ewallet_etl.sources import mysql as source_mysql
-from ewallet_etl.warehouse.native import ArrowInsertClient, ArrowRows
-from ewallet_etl.warehouse.server import STREAM_INSERT_SETTINGS
 
+COLUMNS = "transaction_id, user_id, merchant_id, amount, status, transaction_time, updated_at"
 EVERYTHING = {"low": datetime(1970, 1, 1, tzinfo=timezone.utc),
               "high": datetime(9999, 1, 1, tzinfo=timezone.utc)}
 
@@ -33,18 +34,40 @@ def raw_chunks(settings: Settings) -> Iterator[pa.Table]:
         yield chunk.set_column(at, "updated_at", chunk.column(at).cast(pa.int64()))
 
 
-def main(table: str) -> None:
-    settings = Settings.from_env()
-    target = settings.warehouse
+def to_server(target: WarehouseTarget, table: str, chunks: Iterator[pa.Table]) -> None:
+    from ewallet_etl.warehouse.native import ArrowInsertClient, ArrowRows
+    from ewallet_etl.warehouse.server import STREAM_INSERT_SETTINGS
+
     client = ArrowInsertClient(host=target.host, port=target.port, user=target.user,
                                password=target.password)
-    columns = "transaction_id, user_id, merchant_id, amount, status, transaction_time, updated_at"
     try:
-        client.execute(f"INSERT INTO {table} ({columns}) VALUES",
-                       [ArrowRows(raw_chunks(settings), lambda column: column.to_pylist())],
+        client.execute(f"INSERT INTO {table} ({COLUMNS}) VALUES",
+                       [ArrowRows(chunks, lambda column: column.to_pylist())],
                        columnar=True, settings=STREAM_INSERT_SETTINGS)
     finally:
         client.disconnect()
+
+
+def to_chdb(target: WarehouseTarget, table: str, chunks: Iterator[pa.Table]) -> None:
+    from chdb import session
+
+    from ewallet_etl.warehouse.chdb import CHDB_ENGINE_ARGS, MERGE_WAIT_SECONDS, finish_merges
+
+    sess = session.Session(f"{target.path}?{CHDB_ENGINE_ARGS}")
+    try:
+        for chunk in chunks:  # noqa: B007 (read by name by chDB's Python() table function)
+            sess.query(f"INSERT INTO {table} ({COLUMNS}) SETTINGS insert_null_as_default = 0 "
+                       f"SELECT {COLUMNS} FROM Python(chunk)")
+        finish_merges(sess, MERGE_WAIT_SECONDS)
+    finally:
+        sess.close()
+
+
+def main(table: str) -> None:
+    settings = Settings.from_env()
+    target = settings.warehouse
+    write = to_chdb if target.kind == "chdb" else to_server
+    write(target, table, raw_chunks(settings))
 
 
 if __name__ == "__main__":

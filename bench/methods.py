@@ -153,8 +153,8 @@ class Ctx:
 FIRST_LOAD = "full load (etl_pipeline.py, first run)"
 FULL_REFRESH = "full refresh (etl_pipeline.py --full-refresh)"
 SERVER_ONLY_LOAD = "full load, server-only install (no chDB, no pandas)"
-# The pipeline's reader into its writer with nothing between (bench/floor_cx_server.py).
-RAW_FLOOR = "floor: the pipeline's reader -> its Native INSERT, raw copy, no transform"
+# The pipeline's reader into its writer with nothing between (bench/floor_raw_copy.py).
+RAW_FLOOR = "floor: the pipeline's reader -> its writer, raw copy, no transform"
 # Its table: the columns as the full load reads them (transaction_time as the number
 # YYYYMMDDhhmmss, updated_at in microseconds since the epoch).
 RAW_FLOOR_DDL = """CREATE TABLE {table} (
@@ -211,7 +211,7 @@ def server_methods(ctx: Ctx, source_db: str, rows: int, naive: bool) -> list[Met
         client.execute(RAW_FLOOR_DDL.format(table=raw))
 
     methods.append(Method(RAW_FLOOR, "clickhouse-server", "full",
-                          [PYTHON, str(BENCH / "floor_cx_server.py"), raw], env,
+                          [PYTHON, str(BENCH / "floor_raw_copy.py"), raw], env,
                           prep=prep_raw, rows=rows,
                           check=lambda: as_totals(client.execute(totals_sql(raw))[0])))
     if SERVER_ONLY_PYTHON.exists():  # the same load from an install without chDB and pandas
@@ -255,7 +255,19 @@ def chdb_methods(ctx: Ctx, source_db: str, rows: int) -> list[Method]:
                rows=rows, check=totals),
         Method(FULL_REFRESH, "chdb", "full", [PYTHON, "etl_pipeline.py", "--full-refresh"], env,
                rows=rows, check=totals),
+        raw_floor_chdb(ctx, source_db, rows),
     ]
+
+
+def raw_floor_chdb(ctx: Ctx, source_db: str, rows: int) -> Method:
+    folder, peers = ctx.work / "chdb_floor", ctx.db("peers")
+    raw = f"{peers}.floor_raw"
+    env = pipeline_env(ctx, ctx.chdb_url("chdb_floor", peers), "bench_floor", source_db)
+    return Method(RAW_FLOOR, "chdb", "full", [PYTHON, str(BENCH / "floor_raw_copy.py"), raw],
+                  env, rows=rows, prep=lambda: chdb_sql(
+                      folder, f"DROP DATABASE IF EXISTS {peers} SYNC",
+                      f"CREATE DATABASE {peers}", RAW_FLOOR_DDL.format(table=raw)),
+                  check=lambda: tsv_totals(chdb_sql(folder, totals_sql(raw))))
 
 
 def floor_method(ctx: Ctx, rows: int, source_db: str | None = None) -> Method:

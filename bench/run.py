@@ -274,10 +274,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_scale(ctx: m.Ctx, args: argparse.Namespace) -> list[m.Method]:
     """The same methods on a source `--scale` times larger (10M rows by default): the server's
-    pull, each engine's first load, the connectorx -> chDB raw copy; then 10,000 updates +
-    10,000 inserts and an incremental run per engine, and a run with nothing to load (the
-    engine's floor at this size), each `--repeat` times like the 1x group's. How time and
-    memory grow with the data."""
+    pull, each engine's first load and its raw-copy floor, the connectorx -> chDB raw copy;
+    then 10,000 updates + 10,000 inserts and an incremental run per engine, and a run with
+    nothing to load (the engine's floor at this size), each `--repeat` times like the 1x
+    group's. How time and memory grow with the data."""
     big_db, big_rows = f"{args.source_db}_x{args.scale}", args.rows * args.scale
     generate(big_db, big_rows, args.keep_source)
     big = replace(ctx, source_db=big_db, rows=big_rows)
@@ -288,7 +288,7 @@ def run_scale(ctx: m.Ctx, args: argparse.Namespace) -> list[m.Method]:
                   if x.name not in (m.FULL_REFRESH, m.SERVER_ONLY_LOAD)]
     if "chdb" in args.engines:
         loads += [x for x in m.chdb_methods(big, big_db, big_rows)
-                  if x.name == m.FIRST_LOAD]
+                  if x.name in (m.FIRST_LOAD, m.RAW_FLOOR)]
         copy = None if args.no_peers else peers.cx_chdb_method(big, big_rows)
         if copy:
             loads.append(copy)

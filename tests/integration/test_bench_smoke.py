@@ -60,6 +60,7 @@ def test_bench_runs_every_method_and_each_loads_the_source_exactly(tmp_path: Pat
         ("clickhouse-server", "cdc", "CDC replay"), ("chdb", "cdc", "CDC replay"),
         ("clickhouse-server", "full", "server pull, plain copy"),
         ("clickhouse-server", "full", "floor"), ("clickhouse-server", "scale", "floor"),
+        ("chdb", "full", "floor"), ("chdb", "scale", "floor"),
         ("clickhouse-server", "scale", "reference"),
         ("clickhouse-server", "scale", "full load"), ("chdb", "scale", "full load"),
         ("clickhouse-server", "scale", "incremental"), ("chdb", "scale", "incremental"),
@@ -98,8 +99,11 @@ def test_bench_runs_every_method_and_each_loads_the_source_exactly(tmp_path: Pat
     assert len(noop_figures) == 3, doc["targets"]
     # the server's load targets beside the raw copy of the pipeline's reader into its writer
     floors = [t["target"] for t in doc["targets"] if t["raw_copy_floor"] is not None]
-    assert floors == ["server: full load / server's own pull, 10x rows",
-                      "server: full load / server's own pull, 1x rows"], doc["targets"]
+    assert floors == [
+        "server: full load / server's own pull, 10x rows",
+        "server: full load / server's own pull, 1x rows",
+        "clickhouse-server: peak RSS of the first load minus the no-op run's, 10x rows, MiB",
+        "chdb: peak RSS of the first load minus the no-op run's, 10x rows, MiB"], doc["targets"]
     assert doc["source"]["rows"] == 5000
     assert {t["target"] for t in doc["targets"]}
     assert out.with_suffix(".md").read_text().count("|") > 50
