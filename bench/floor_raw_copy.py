@@ -51,12 +51,17 @@ def to_server(target: WarehouseTarget, table: str, chunks: Iterator[pa.Table]) -
 def to_chdb(target: WarehouseTarget, table: str, chunks: Iterator[pa.Table]) -> None:
     from chdb import session
 
-    from ewallet_etl.warehouse.chdb import CHDB_ENGINE_ARGS, MERGE_WAIT_SECONDS, finish_merges
+    from ewallet_etl.warehouse.chdb import (
+        CHDB_ENGINE_ARGS,
+        INSERT_SETTINGS,
+        MERGE_WAIT_SECONDS,
+        finish_merges,
+    )
 
     sess = session.Session(f"{target.path}?{CHDB_ENGINE_ARGS}")
     try:
         for chunk in chunks:  # noqa: B007 (read by name by chDB's Python() table function)
-            sess.query(f"INSERT INTO {table} ({COLUMNS}) SETTINGS insert_null_as_default = 0 "
+            sess.query(f"INSERT INTO {table} ({COLUMNS}) SETTINGS {INSERT_SETTINGS} "
                        f"SELECT {COLUMNS} FROM Python(chunk)")
         finish_merges(sess, MERGE_WAIT_SECONDS)
     finally:
