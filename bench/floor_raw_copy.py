@@ -4,10 +4,9 @@ chunks) straight into the pipeline's writer, with nothing between them: no trans
 checks, no keys, no dimensions, no checkpoint, no audit row. The writer is the engine's own:
 one streamed INSERT of Native blocks on a server (`warehouse.native`, the same squashing
 settings), or one `INSERT ... SELECT FROM Python(chunk)` per chunk on chDB (the same engine
-arguments and settings, the same purge after each insert and wait for merges at the end).
-The columns land as read (updated_at as microseconds) in a plain MergeTree table the bench
-creates beforehand (`methods.RAW_FLOOR_DDL`). A pipeline built on this reader and writer cannot
-be faster, or smaller, than this.
+arguments, and the same wait for merges at the end). The columns land as read (updated_at as
+microseconds) in a plain MergeTree table the bench creates beforehand (`methods.RAW_FLOOR_DDL`).
+A pipeline built on this reader and writer cannot be faster, or smaller, than this.
 
     python bench/floor_raw_copy.py TABLE   (MYSQL_* and CLICKHOUSE_URL from the environment)
 """
@@ -56,7 +55,6 @@ def to_chdb(target: WarehouseTarget, table: str, chunks: Iterator[pa.Table]) -> 
         CHDB_ENGINE_ARGS,
         INSERT_SETTINGS,
         MERGE_WAIT_SECONDS,
-        PURGE_SQL,
         finish_merges,
     )
 
@@ -65,7 +63,6 @@ def to_chdb(target: WarehouseTarget, table: str, chunks: Iterator[pa.Table]) -> 
         for chunk in chunks:  # noqa: B007 (read by name by chDB's Python() table function)
             sess.query(f"INSERT INTO {table} ({COLUMNS}) SETTINGS {INSERT_SETTINGS} "
                        f"SELECT {COLUMNS} FROM Python(chunk)")
-            sess.query(PURGE_SQL)
         finish_merges(sess, MERGE_WAIT_SECONDS)
     finally:
         sess.close()
