@@ -39,12 +39,6 @@ MERGE_WAIT_SECONDS = 60.0
 
 INSERT_SETTINGS = "insert_null_as_default = 0, max_threads = 1, max_insert_threads = 1"
 
-# chDB's allocator (jemalloc) keeps the pages an insert freed for its next allocations: after a
-# few 100,000-row blocks of fact_sales a process holds ~90 MiB more than it uses, for as long
-# as the load runs. A stream of inserts hands them back after each block. Measured apart: 599 ->
-# 506 MiB after thirty inserts; a 1M-row load 528-584 -> 511-521 MiB, 0.1-0.2 s slower.
-PURGE_SQL = "SYSTEM JEMALLOC PURGE"
-
 
 class ChdbWarehouse:
     engine = "chdb"
@@ -127,11 +121,9 @@ class ChdbWarehouse:
         del arrow_rows
 
     def insert_stream(self, table: str, chunks: Iterable[pa.Table]) -> None:
-        """One INSERT per chunk: chDB runs in this process, nothing to overlap with. After each,
-        the engine's allocator hands back the pages the insert freed (PURGE_SQL)."""
+        """One INSERT per chunk: chDB runs in this process, nothing to overlap with."""
         for chunk in chunks:
             self.insert(table, chunk)
-            self._run(PURGE_SQL, None)
 
     def close(self) -> None:
         """After inserts, let the merges in progress finish (MERGE_WAIT_SECONDS). The session
