@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from methods import Method
+from methods import RAW_FLOOR, Method
 
 
 def machine(server_version: str, mariadb_version: str) -> dict:
@@ -102,7 +102,6 @@ def _find(rows: list[dict], engine: str, group: str, prefix: str) -> dict | None
 
 
 RAW_COPY = "connectorx -> clickhouse-connect"
-RAW_FLOOR = "floor: the pipeline's reader"
 
 
 def targets(rows: list[dict]) -> list[dict]:

@@ -140,29 +140,18 @@ def finish_merges(session: Any, wait_seconds: float) -> None:
     """Wait until the merges running now are done, or `wait_seconds` have passed. Never
     raises: it runs as a warehouse closes, often after the run has failed, whose error it must
     not replace (a merge it could not wait for is only cancelled)."""
-    def running() -> set[str]:
-        return set(str(session.query(MERGES_SQL)).splitlines())
-
+    deadline = time.monotonic() + wait_seconds
     try:
-        merges = running()
+        merges = set(str(session.query(MERGES_SQL)).splitlines())
+        while merges and time.monotonic() < deadline:
+            time.sleep(0.05)
+            merges &= set(str(session.query(MERGES_SQL)).splitlines())
     except Exception as exc:
         log.debug("cannot list chDB's merges (%s): not waiting for them", one_line(exc))
         return
-    if not merges:
-        return
-    log.debug("letting %d chDB merge(s) finish", len(merges))
-    deadline = time.monotonic() + wait_seconds
-    while merges:
-        if time.monotonic() >= deadline:
-            log.info("chDB merges still running after %.0f s are left for a later run: %s",
-                     wait_seconds, sorted(merges))
-            return
-        time.sleep(0.05)
-        try:
-            merges &= running()
-        except Exception as exc:
-            log.debug("cannot list chDB's merges (%s): not waiting for them", one_line(exc))
-            return
+    if merges:
+        log.info("chDB merges still running after %.0f s are left for a later run: %s",
+                 wait_seconds, sorted(merges))
 
 
 def _chdb_session(path: str) -> Any:
