@@ -49,8 +49,7 @@ def test_pages_cover_every_row_once(source_db):
             "INSERT INTO transactions (transaction_id, user_id, merchant_id, amount, status, "
             "transaction_time) VALUES (%s, 1, 1, %s, 'SUCCESS', '2025-01-05 10:00:00')"
         ), (tx, n + 1))
-    rows = mysql_exec(source_db, "SELECT transaction_id FROM transactions")
-    expected = sorted(r[0] for r in rows)
+    expected = sorted(r[0] for r in mysql_exec(source_db, "SELECT transaction_id FROM transactions"))
     settings = _settings(source_db, chunk_rows=50)  # pages of 200 rows: 12 of them
 
     ids, sizes = _read_ids(settings, source_mysql.TRANSACTIONS_KEY)
