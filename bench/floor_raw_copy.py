@@ -29,8 +29,7 @@ EVERYTHING = {"low": datetime(1970, 1, 1, tzinfo=timezone.utc),
 
 
 def raw_chunks(settings: Settings) -> Iterator[pa.Table]:
-    for chunk in source_mysql.stream(settings, source_mysql.TRANSACTIONS_SCAN_SQL, EVERYTHING,
-                                     source_mysql.TRANSACTIONS_KEY):
+    for chunk in source_mysql.stream(settings, source_mysql.TRANSACTIONS_SQL, EVERYTHING):
         at = chunk.schema.get_field_index("updated_at")
         yield chunk.set_column(at, "updated_at", chunk.column(at).cast(pa.int64()))
 
