@@ -191,8 +191,7 @@ def table(rows: list[dict]) -> str:
 def targets_table(items: list[dict]) -> str:
     body = [[t["target"], _f(t["value"], 2), str(t["limit"]),
              {True: "met", False: "MISSED", None: "not measured"}[t["met"]],
-             _f(t.get("noop_run"), 2) if t.get("noop_run") is not None else "",
-             _f(t.get("raw_copy_floor"), 2) if t.get("raw_copy_floor") is not None else ""]
+             _optional(t.get("noop_run")), _optional(t.get("raw_copy_floor"))]
             for t in items]
     return _markdown(["target", "value", "limit", "", "no-op run", "raw copy"], body)
 
@@ -227,6 +226,11 @@ def _check(row: dict) -> str:
     if not check:
         return ""
     return "ok" if check.get("ok") else "MISMATCH"
+
+
+def _optional(value: float | None) -> str:
+    """A figure only some targets have: blank where a target has none."""
+    return "" if value is None else _f(value, 2)
 
 
 def _f(value: float | None, digits: int) -> str:
