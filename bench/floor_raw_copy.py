@@ -1,12 +1,14 @@
 """The floor of the pipeline's own stack, per engine, timed by bench/run.py like every method:
 the pipeline's reader (`sources.mysql.stream`: connectorx, the full load's statement, its
-chunks) straight into the pipeline's writer, with nothing between them: no transform, no
-checks, no keys, no dimensions, no checkpoint, no audit row. The writer is the engine's own:
-one streamed INSERT of Native blocks on a server (`warehouse.native`, the same squashing
-settings), or one `INSERT ... SELECT FROM Python(chunk)` per chunk on chDB (the same engine
-arguments, and the same wait for merges at the end). The columns land as read (updated_at as
-microseconds) in a plain MergeTree table the bench creates beforehand (`methods.RAW_FLOOR_DDL`).
-A pipeline built on this reader and writer cannot be faster, or smaller, than this.
+chunks, in pages where the engine asks for them) straight into the pipeline's writer, with
+nothing between them: no transform, no checks, no keys, no dimensions, no checkpoint, no audit
+row. The writer is the engine's own: one streamed INSERT of Native blocks on a server
+(`warehouse.native`, the same squashing settings), or one `INSERT ... SELECT FROM
+Python(chunk)` per chunk on chDB (the same engine arguments and insert settings, the same
+hand-back of freed pages, and the same wait for merges at the end). The columns land as read
+(updated_at as microseconds) in a plain MergeTree table the bench creates beforehand
+(`methods.RAW_FLOOR_DDL`). A pipeline built on this reader and writer cannot be faster, or
+smaller, than this.
 
     python bench/floor_raw_copy.py TABLE   (MYSQL_* and CLICKHOUSE_URL from the environment)
 """
@@ -28,8 +30,15 @@ EVERYTHING = {"low": datetime(1970, 1, 1, tzinfo=timezone.utc),
               "high": datetime(9999, 1, 1, tzinfo=timezone.utc)}
 
 
-def raw_chunks(settings: Settings) -> Iterator[pa.Table]:
-    for chunk in source_mysql.stream(settings, source_mysql.TRANSACTIONS_SQL, EVERYTHING):
+def raw_chunks(settings: Settings, paged: bool) -> Iterator[pa.Table]:
+    """The whole table as the pipeline's first load reads it for this engine: in pages of its
+    primary key where the warehouse asks for paged reads (chDB), else one statement."""
+    if paged:
+        chunks = source_mysql.stream(settings, source_mysql.TRANSACTIONS_SCAN_SQL, EVERYTHING,
+                                     source_mysql.TRANSACTIONS_KEY)
+    else:
+        chunks = source_mysql.stream(settings, source_mysql.TRANSACTIONS_SQL, EVERYTHING, None)
+    for chunk in chunks:
         at = chunk.schema.get_field_index("updated_at")
         yield chunk.set_column(at, "updated_at", chunk.column(at).cast(pa.int64()))
 
@@ -55,14 +64,17 @@ def to_chdb(target: WarehouseTarget, table: str, chunks: Iterator[pa.Table]) -> 
         CHDB_ENGINE_ARGS,
         INSERT_SETTINGS,
         MERGE_WAIT_SECONDS,
+        FreedPages,
         finish_merges,
     )
 
     sess = session.Session(f"{target.path}?{CHDB_ENGINE_ARGS}")
+    freed_pages = FreedPages()
     try:
         for chunk in chunks:  # noqa: B007 (read by name by chDB's Python() table function)
             sess.query(f"INSERT INTO {table} ({COLUMNS}) SETTINGS {INSERT_SETTINGS} "
                        f"SELECT {COLUMNS} FROM Python(chunk)")
+            freed_pages.inserted(sess, chunk.nbytes)
         finish_merges(sess, MERGE_WAIT_SECONDS)
     finally:
         sess.close()
@@ -71,8 +83,14 @@ def to_chdb(target: WarehouseTarget, table: str, chunks: Iterator[pa.Table]) -> 
 def main(table: str) -> None:
     settings = Settings.from_env()
     target = settings.warehouse
-    write = to_chdb if target.kind == "chdb" else to_server
-    write(target, table, raw_chunks(settings))
+    if target.kind == "chdb":
+        from ewallet_etl.warehouse.chdb import ChdbWarehouse
+
+        to_chdb(target, table, raw_chunks(settings, ChdbWarehouse.paged_reads))
+    else:
+        from ewallet_etl.warehouse.server import ClickHouseServer
+
+        to_server(target, table, raw_chunks(settings, ClickHouseServer.paged_reads))
 
 
 if __name__ == "__main__":

@@ -72,6 +72,10 @@ DIMENSIONS = (
 )
 
 
+# A read of transactions: its statement, parameters and the key it pages on (or None).
+FactQuery = tuple[str, dict[str, Any], str | None]
+
+
 @dataclass
 class RunReport:
     run_id: str
@@ -214,7 +218,7 @@ def run_backfill(settings: Settings, since: date, until: date) -> RunReport:
         report.loaded_us = micros(db_now)
         log.info("backfill of the days [%s, %s) of transaction_time", since, until)
         facts = (source_mysql.TRANSACTIONS_BY_DAY_SQL,
-                 {"since": report.window.low, "until": report.window.high})
+                 {"since": report.window.low, "until": report.window.high}, None)
         with_retries(lambda: _load(settings, source, wh, report, dims_since=EPOCH, facts=facts),
                      f"load the days from MySQL at {source_mysql.where(settings)}",
                      settings.max_retries)
@@ -303,7 +307,7 @@ def plan_window(settings: Settings, checkpoint: datetime | None, db_now: datetim
 
 def _load(settings: Settings, source: source_mysql.ControlConnection, wh: Warehouse,
           report: RunReport, dims_since: datetime | None = None,
-          facts: tuple[str, dict[str, Any]] | None = None) -> None:
+          facts: FactQuery | None = None) -> None:
     """Read the whole window and load it; safe to run again from the start after a failure.
 
     The facts stream through one `insert_stream`: chunks are read and transformed as the
@@ -317,11 +321,11 @@ def _load(settings: Settings, source: source_mysql.ControlConnection, wh: Wareho
         for source_table, sql, transform_dim, table in DIMENSIONS:
             if not source_mysql.changed_since(conn, source_table, low):
                 continue
-            for chunk in source_mysql.stream(settings, sql, {"low": low}):
+            for chunk in source_mysql.stream(settings, sql, {"low": low}, None):
                 wh.insert(table, transform_dim(chunk))
                 report.dimension_rows += chunk.num_rows
         fault_point("after_dimensions")
-        query = facts or (source_mysql.TRANSACTIONS_SQL, {"low": window.low, "high": window.high})
+        query = facts or _window_query(window, wh.paged_reads)
         chunks = _fact_chunks(settings, conn, wh, report, *query)
         wh.insert_stream("fact_sales", faults.around_facts(
             chunks, lambda part: wh.insert("fact_sales", part)))
@@ -329,10 +333,20 @@ def _load(settings: Settings, source: source_mysql.ControlConnection, wh: Wareho
         raise source_mysql.source_error(settings, exc) from exc
 
 
+def _window_query(window: Window, paged: bool) -> FactQuery:
+    """The window's transactions: the whole table in pages, when the window starts at the
+    epoch and the warehouse asks for paged reads (`Warehouse.paged_reads`)."""
+    params = {"low": window.low, "high": window.high}
+    if paged and window.low == EPOCH:
+        return source_mysql.TRANSACTIONS_SCAN_SQL, params, source_mysql.TRANSACTIONS_KEY
+    return source_mysql.TRANSACTIONS_SQL, params, None
+
+
 def _fact_chunks(settings: Settings, conn: pymysql.connections.Connection, wh: Warehouse,
-                 report: RunReport, sql: str, params: dict[str, Any]) -> Iterator[pa.Table]:
+                 report: RunReport, sql: str, params: dict[str, Any],
+                 key: str | None) -> Iterator[pa.Table]:
     """The fact rows `sql` reads, chunk by chunk; rejects go to etl_quarantine on the way."""
-    chunks = source_mysql.stream(settings, sql, params)
+    chunks = source_mysql.stream(settings, sql, params, key)
     progress = Progress("transactions read")
     for n, chunk in enumerate(with_found_flags(chunks, conn), start=1):
         progress.add(chunk.num_rows)

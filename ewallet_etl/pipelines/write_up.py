@@ -52,7 +52,7 @@ def _transactions(settings: Settings, window: Window) -> Iterator[pa.Table]:
     params = {"low": window.low, "high": window.high}
     conn = source_mysql.connect(settings)  # asks whether each chunk's users/merchants exist
     try:
-        chunks = source_mysql.stream(settings, source_mysql.TRANSACTIONS_SQL, params)
+        chunks = source_mysql.stream(settings, source_mysql.TRANSACTIONS_SQL, params, None)
         yield from with_found_flags(chunks, conn)
     finally:
         conn.close()

@@ -51,6 +51,10 @@ class WarehouseUnavailable(WarehouseError, TransientError):
 class Warehouse(Protocol):
     database: str
     engine: str
+    # Whether a whole-table read should run in pages (`sources.mysql.stream`): true where the
+    # engine takes rows more slowly than connectorx reads them, since connectorx queues what it
+    # has read ahead without bound.
+    paged_reads: bool
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
 

@@ -25,6 +25,7 @@ class RetryingWarehouse:
         self.attempts = attempts
         self.database = inner.database
         self.engine = inner.engine
+        self.paged_reads = inner.paged_reads
 
     def _retried(self, step: Callable[[], T], what: str) -> T:
         try:

@@ -41,6 +41,9 @@ STREAM_INSERT_SETTINGS = {"min_insert_block_size_rows": 0,
 
 class ClickHouseServer:
     engine = "clickhouse-server"
+    # Unpaged, a 10M-row load into the server stays ~80 MiB over its no-op run; in pages it
+    # grew, and MariaDB spent ~0.8 CPU-s more than on one scan (bench/README.md).
+    paged_reads = False
 
     def __init__(self, target: WarehouseTarget) -> None:
         self.database = target.database

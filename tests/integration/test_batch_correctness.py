@@ -369,7 +369,7 @@ def test_bind_sends_values_literally_under_any_sql_mode(source_db, value, expect
     conn.close()
     target = warehouse_target("clickhouse-server", "unused", None)
     settings = replace(_source_settings(source_db), warehouse=target)
-    (table,) = list(source_mysql.stream(settings, template, {"v": value}))
+    (table,) = list(source_mysql.stream(settings, template, {"v": value}, None))
     got = table.column("v")[0].as_py()
     if isinstance(expected, datetime):
         got = got.replace(tzinfo=None)

@@ -261,7 +261,8 @@ def test_stream_reports_a_dropped_connection_as_one_clear_error(source_db, capfd
     with ProxyProcess(settings.mysql_host, settings.mysql_port, break_after=500_000) as proxy:
         broken = replace(settings, mysql_port=proxy.port)
         with pytest.raises(source_mysql.SourceUnavailable) as caught:
-            for _ in source_mysql.stream(broken, source_mysql.TRANSACTIONS_SQL, params):
+            for _ in source_mysql.stream(broken, source_mysql.TRANSACTIONS_SQL, params,
+                                         source_mysql.TRANSACTIONS_KEY):
                 pass
     message = str(caught.value)
     assert message.startswith(f"MySQL at 127.0.0.1:{proxy.port}/{source_db}: ")
