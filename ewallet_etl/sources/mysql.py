@@ -395,10 +395,11 @@ def stream(settings: Settings, sql: str, params: dict[str, Any],
 
     `sql` ends in a WHERE clause; with a `key` (one of PAGE_KEYS, a column it selects) it runs
     as pages in the key's order (`AND key > last ORDER BY key LIMIT page`), each page a
-    statement of its own, opened as the last chunk of the page before is handed over (so its
-    first rows arrive while that chunk is loaded). The pages cover every row exactly once: a
-    row's key never changes (a changed primary key is a delete and an insert). Without a key,
-    one statement: for reads known to be small.
+    statement of its own, opened as soon as the page before has handed over its last chunk
+    (its LIMIT reached), so that its first rows arrive while that chunk is loaded; no chunk
+    waits for the one after it. The pages cover every row exactly once: a row's key never
+    changes (a changed primary key is a delete and an insert). Without a key, one statement:
+    a window's read, or any read for a warehouse that keeps pace (`Warehouse.paged_reads`).
 
     Errors surface as one SourceError line naming the server (SourceUnavailable when the
     connection failed or dropped), never the password. connectorx reports a connection lost
@@ -428,19 +429,15 @@ def _pages(scratch: Any, settings: Settings, sql: str, params: dict[str, Any],
     column = key.rpartition(".")[2]
     reader: Any = _open(scratch, settings, _page_sql(sql, key, False, page_rows), params)
     while reader is not None:
-        rows, held = 0, None
+        rows, following = 0, None
         for chunk in _chunks(scratch, reader):
-            if held is not None:
-                yield held
-            rows, held = rows + chunk.num_rows, chunk
-        reader = None
-        if held is None:
-            return
-        if rows >= page_rows:  # a full page: there may be more
-            after = held.column(column)[-1].as_py()
-            reader = _open(scratch, settings, _page_sql(sql, key, True, page_rows),
-                           {**params, "after": after})
-        yield held
+            rows += chunk.num_rows
+            if rows >= page_rows:  # the page's LIMIT reached: its last chunk, more may follow
+                after = chunk.column(column)[-1].as_py()
+                following = _open(scratch, settings, _page_sql(sql, key, True, page_rows),
+                                  {**params, "after": after})
+            yield chunk
+        reader = following
 
 
 def _page_sql(sql: str, key: str, after: bool, page_rows: int) -> str:
