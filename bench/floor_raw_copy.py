@@ -33,12 +33,8 @@ EVERYTHING = {"low": datetime(1970, 1, 1, tzinfo=timezone.utc),
 def raw_chunks(settings: Settings, paged: bool) -> Iterator[pa.Table]:
     """The whole table as the pipeline's first load reads it for this engine: in pages of its
     primary key where the warehouse asks for paged reads (chDB), else one statement."""
-    if paged:
-        chunks = source_mysql.stream(settings, source_mysql.TRANSACTIONS_SCAN_SQL, EVERYTHING,
-                                     source_mysql.TRANSACTIONS_KEY)
-    else:
-        chunks = source_mysql.stream(settings, source_mysql.TRANSACTIONS_SQL, EVERYTHING, None)
-    for chunk in chunks:
+    sql, key = source_mysql.transactions_read(paged)
+    for chunk in source_mysql.stream(settings, sql, EVERYTHING, key):
         at = chunk.schema.get_field_index("updated_at")
         yield chunk.set_column(at, "updated_at", chunk.column(at).cast(pa.int64()))
 

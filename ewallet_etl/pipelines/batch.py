@@ -336,10 +336,8 @@ def _load(settings: Settings, source: source_mysql.ControlConnection, wh: Wareho
 def _window_query(window: Window, paged: bool) -> FactQuery:
     """The window's transactions: the whole table in pages, when the window starts at the
     epoch and the warehouse asks for paged reads (`Warehouse.paged_reads`)."""
-    params = {"low": window.low, "high": window.high}
-    if paged and window.low == EPOCH:
-        return source_mysql.TRANSACTIONS_SCAN_SQL, params, source_mysql.TRANSACTIONS_KEY
-    return source_mysql.TRANSACTIONS_SQL, params, None
+    sql, key = source_mysql.transactions_read(paged and window.low == EPOCH)
+    return sql, {"low": window.low, "high": window.high}, key
 
 
 def _fact_chunks(settings: Settings, conn: pymysql.connections.Connection, wh: Warehouse,

@@ -80,6 +80,14 @@ TRANSACTIONS_KEY = "t.transaction_id"
 TRANSACTIONS_SCAN_SQL = TRANSACTIONS_SQL.replace(
     "FROM transactions AS t", "FROM transactions AS t FORCE INDEX (PRIMARY)")
 
+
+def transactions_read(paged: bool) -> tuple[str, str | None]:
+    """The statement reading a window of transactions, and the key `stream` pages it on: the
+    whole table in pages of its primary key, or one statement (key None)."""
+    if paged:
+        return TRANSACTIONS_SCAN_SQL, TRANSACTIONS_KEY
+    return TRANSACTIONS_SQL, None
+
 # A backfill: the transactions of whole days of transaction_time, whatever their change time.
 TRANSACTIONS_BY_DAY_SQL = TRANSACTIONS_COLUMNS + """\
 WHERE t.transaction_time >= %(since)s AND t.transaction_time < %(until)s
